@@ -1,0 +1,494 @@
+//! Compiling a document into a snapshot: resolve references, build the route table, attach runtime state — and
+//! report every semantic error with its path and position.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use turnpike_config::{ConfigError, Node, Path, did_you_mean};
+use turnpike_router::{
+    BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch,
+};
+use turnpike_upstream::{
+    Balance, Endpoint, EndpointKey, HostHeader, PoolSettings, Protocol, Timeouts, Upstream, WeightedEndpoint,
+};
+
+use super::document::*;
+use crate::snapshot::{ListenerProtocol, ListenerSettings, Route, ServerSettings, Snapshot, TrustIncoming};
+use crate::state::State;
+
+/// The most endpoints an upstream may list (after name resolution).
+pub const MAX_ENDPOINTS: usize = 4096;
+
+/// Compiles `doc` (whose source tree is `root`) against `state`.
+pub fn compile(doc: &Document, root: &Node, state: &State, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut cx = Compiler { root, errors: Vec::new() };
+    let server = cx.server(&doc.server);
+    let listeners = cx.listeners(doc);
+    let upstreams = cx.upstreams(doc, state);
+    let routes = cx.routes(doc, &upstreams, &server);
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    let (Some(server), Some(routes)) = (server, routes) else {
+        return Err(vec![ConfigError::new("configuration could not be compiled")]);
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{doc:?}").hash(&mut hasher);
+    Ok(Snapshot { generation, config_hash: hasher.finish(), server, listeners, routes, upstreams })
+}
+
+struct Compiler<'a> {
+    root: &'a Node,
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, path: &Path, message: impl Into<String>) {
+        self.errors.push(ConfigError::at(self.root, path, message));
+    }
+
+    fn server(&mut self, s: &ServerConfig) -> Option<ServerSettings> {
+        let base = Path::root().key("server");
+        let mut trusted_proxies = Vec::new();
+        for (i, cidr) in s.trusted_proxies.iter().enumerate() {
+            match parse_net(cidr) {
+                Some(net) => trusted_proxies.push(net),
+                None => self.error(
+                    &base.clone().key("trusted_proxies").index(i),
+                    format!("`{cidr}` is not an IP address or CIDR block (like `10.0.0.0/8` or `2001:db8::/32`)"),
+                ),
+            }
+        }
+        let header = HeaderName::from_bytes(s.request_id.header.to_ascii_lowercase().as_bytes());
+        let header = match header {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.error(&base.clone().key("request_id").key("header"), "not a valid header name");
+                None
+            }
+        };
+        if s.workers == Some(0) {
+            self.error(&base.clone().key("workers"), "must be at least 1 (leave it out for one per CPU core)");
+        }
+        Some(ServerSettings {
+            trusted_proxies,
+            request_id_header: header?,
+            request_id_trust: match s.request_id.trust_incoming {
+                TrustIncomingConfig::Never => TrustIncoming::Never,
+                TrustIncomingConfig::TrustedProxies => TrustIncoming::TrustedProxies,
+                TrustIncomingConfig::Always => TrustIncoming::Always,
+            },
+            request_id_in_response: s.request_id.in_response,
+            x_forwarded: s.proxy_headers.x_forwarded,
+            forwarded: s.proxy_headers.forwarded,
+            via: s.proxy_headers.via,
+            shutdown_timeout: s.shutdown_timeout.into(),
+            access_log: s.access_log.enabled,
+            workers: s.workers.map(usize::from),
+            watch: s.watch,
+            max_body_size: s.limits.max_body_size.into(),
+        })
+    }
+
+    fn listeners(&mut self, doc: &Document) -> Vec<Arc<ListenerSettings>> {
+        if doc.listeners.is_empty() {
+            self.error(&Path::root().key("listeners"), "at least one listener is needed");
+        }
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        let mut out = Vec::new();
+        for l in &doc.listeners {
+            if l.name.is_empty() {
+                self.error(&l.path.clone().key("name"), "must not be empty");
+            } else if !names.insert(l.name.as_str()) {
+                self.error(&l.path.clone().key("name"), format!("listener name `{}` is used twice", l.name));
+            }
+            let address = match l.address.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.error(
+                        &l.path.clone().key("address"),
+                        format!("`{}` is not an `ip:port` address (like `127.0.0.1:8080` or `[::]:8080`)", l.address),
+                    );
+                    continue;
+                }
+            };
+            if !addresses.insert(address) {
+                self.error(&l.path.clone().key("address"), format!("`{address}` is used by two listeners"));
+            }
+            for (field, d) in [("header_timeout", l.header_timeout), ("body_timeout", l.body_timeout)] {
+                if d.0.is_zero() {
+                    self.error(&l.path.clone().key(field), "must be longer than 0");
+                }
+            }
+            if l.max_header_size.0 < 1024 {
+                self.error(&l.path.clone().key("max_header_size"), "must be at least 1KiB");
+            }
+            out.push(Arc::new(ListenerSettings {
+                name: Arc::from(l.name.as_str()),
+                address,
+                protocol: match l.protocol {
+                    ListenerProtocolConfig::Auto => ListenerProtocol::Auto,
+                    ListenerProtocolConfig::Http1 => ListenerProtocol::Http1,
+                    ListenerProtocolConfig::Http2 => ListenerProtocol::Http2,
+                },
+                header_timeout: l.header_timeout.into(),
+                body_timeout: l.body_timeout.into(),
+                max_header_size: l.max_header_size.into(),
+                max_headers: usize::from(l.max_headers.max(1)),
+                h2_max_concurrent_streams: l.http2_max_concurrent_streams.max(1),
+            }));
+        }
+        out
+    }
+
+    fn upstreams(&mut self, doc: &Document, state: &State) -> HashMap<Arc<str>, Arc<Upstream>> {
+        let mut out = HashMap::new();
+        for (id, u) in &doc.upstreams {
+            if !valid_id(id) {
+                self.error(&u.path, format!("upstream id `{id}` must be letters, digits, `-`, `_` or `.`"));
+                continue;
+            }
+            let id: Arc<str> = Arc::from(id.as_str());
+            let protocol = match u.protocol {
+                UpstreamProtocolConfig::Http1 => Protocol::Http1,
+                UpstreamProtocolConfig::Http2 => Protocol::Http2,
+            };
+            if u.endpoints.is_empty() {
+                self.error(&u.path.clone().key("endpoints"), "an upstream needs at least one endpoint");
+            }
+            let mut endpoints = Vec::new();
+            let mut seen = HashSet::new();
+            for (i, e) in u.endpoints.iter().enumerate() {
+                let path = u.path.clone().key("endpoints").index(i);
+                let weight = e.weight();
+                if !(1..=1000).contains(&weight) {
+                    self.error(&path.clone().key("weight"), "weight must be between 1 and 1000");
+                    continue;
+                }
+                let addrs = match resolve(e.address()) {
+                    Ok(addrs) => addrs,
+                    Err(message) => {
+                        self.error(&path, message);
+                        continue;
+                    }
+                };
+                for addr in addrs {
+                    if !seen.insert(addr) {
+                        self.error(&path, format!("endpoint `{addr}` is listed twice"));
+                        continue;
+                    }
+                    let key = EndpointKey { upstream: id.clone(), addr, protocol };
+                    let endpoint = state.endpoints.get_or_insert_with(&key, || Endpoint::new(addr, protocol));
+                    endpoints.push(WeightedEndpoint { endpoint, weight });
+                }
+            }
+            if endpoints.len() > MAX_ENDPOINTS {
+                self.error(&u.path.clone().key("endpoints"), format!("more than {MAX_ENDPOINTS} endpoints"));
+            }
+            let host = match &u.host_header {
+                HostHeaderConfig::Preserve => HostHeader::Preserve,
+                HostHeaderConfig::Endpoint => HostHeader::Endpoint,
+                HostHeaderConfig::Fixed(value) => match HeaderValue::from_str(value) {
+                    Ok(v) if !value.is_empty() => HostHeader::Fixed(v),
+                    _ => {
+                        self.error(&u.path.clone().key("host_header").key("fixed"), "not a valid host");
+                        HostHeader::Preserve
+                    }
+                },
+            };
+            for (field, d) in [
+                ("connect_timeout", u.connect_timeout),
+                ("request_timeout", u.request_timeout),
+                ("read_timeout", u.read_timeout),
+                ("idle_timeout", u.idle_timeout),
+            ] {
+                if d.0.is_zero() {
+                    self.error(&u.path.clone().key(field), "must be longer than 0");
+                }
+            }
+            let upstream = Upstream {
+                id: id.clone(),
+                endpoints,
+                balance: match u.balance {
+                    BalanceConfig::RoundRobin => Balance::RoundRobin,
+                    BalanceConfig::WeightedRoundRobin => Balance::WeightedRoundRobin,
+                    BalanceConfig::LeastInFlight => Balance::LeastInFlight,
+                    BalanceConfig::PowerOfTwoChoices => Balance::PowerOfTwoChoices,
+                },
+                balancer: state.balancers.get_or_insert_with(&id, Default::default),
+                protocol,
+                pool: PoolSettings {
+                    connect_timeout: u.connect_timeout.into(),
+                    idle_timeout: u.idle_timeout.into(),
+                    max_idle: u.max_idle_per_endpoint as usize,
+                },
+                timeouts: Timeouts {
+                    connect: u.connect_timeout.into(),
+                    request: u.request_timeout.into(),
+                    read: u.read_timeout.into(),
+                },
+                host,
+            };
+            out.insert(id, Arc::new(upstream));
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        doc: &Document,
+        upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
+        server: &Option<ServerSettings>,
+    ) -> Option<Router<Route>> {
+        let default_body = server.as_ref().map_or(64 << 20, |s| s.max_body_size);
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let mut specs = Vec::new();
+        let mut paths = Vec::new();
+        let known: Vec<&str> = doc.upstreams.keys().map(String::as_str).collect();
+        for (i, r) in doc.routes.iter().enumerate() {
+            let base = r.path.clone();
+            if !valid_id(&r.id) {
+                self.error(&base.clone().key("id"), format!("route id `{}` must be letters, digits, `-`, `_` or `.`", r.id));
+            } else if let Some(first) = ids.insert(r.id.as_str(), i) {
+                let at = doc.routes[first].span;
+                self.error(
+                    &base.clone().key("id"),
+                    format!("route id `{}` is used twice (first at line {})", r.id, at.line),
+                );
+            }
+            let upstream = match upstreams.get(r.upstream.as_str()) {
+                Some(u) => Some(u.clone()),
+                None => {
+                    let mut e = ConfigError::at(self.root, &base.clone().key("upstream"), format!("unknown upstream `{}`", r.upstream));
+                    if let Some(suggestion) = did_you_mean(&r.upstream, &known) {
+                        e = e.with_help(format!("did you mean `{suggestion}`?"));
+                    } else if !doc.upstreams.contains_key(&r.upstream) {
+                        e = e.with_help(format!("defined upstreams: {}", if known.is_empty() { "none".into() } else { known.join(", ") }));
+                    }
+                    self.errors.push(e);
+                    None
+                }
+            };
+            let Some(path_match) = self.path_match(&base, &r.matcher) else { continue };
+            let methods = self.methods(&base, &r.matcher.methods);
+            let headers = self.headers(&base, &r.matcher.headers);
+            let query = self.query(&base, &r.matcher.query);
+            let rewrite = match &r.rewrite {
+                None => None,
+                Some(rw) => {
+                    let (rewrite, field) = match rw {
+                        RewriteConfig::StripPrefix(p) => (Rewrite::StripPrefix(p.clone()), "strip_prefix"),
+                        RewriteConfig::Path(p) => (Rewrite::Template(p.clone()), "path"),
+                    };
+                    match rewrite.compile(&path_match) {
+                        Ok(compiled) => Some(compiled),
+                        Err(message) => {
+                            self.error(&base.clone().key("rewrite").key(field), message);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let (Some(upstream), Some(methods), Some(headers), Some(query)) = (upstream, methods, headers, query) else {
+                continue;
+            };
+            let timeout = r.timeout.map_or(upstream.timeouts.request, Into::into);
+            if timeout.is_zero() {
+                self.error(&base.clone().key("timeout"), "must be longer than 0");
+            }
+            let route = Route {
+                id: Arc::from(r.id.as_str()),
+                upstream,
+                rewrite,
+                max_body_size: r.max_body_size.map_or(default_body, Into::into),
+                timeout,
+            };
+            specs.push(RouteSpec {
+                hosts: r.matcher.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                path: path_match,
+                methods,
+                headers,
+                query,
+                value: route,
+            });
+            paths.push((base, which_path_field(&r.matcher)));
+        }
+        match Router::build(specs) {
+            Ok(router) => Some(router),
+            Err(errors) => {
+                for e in errors {
+                    let (base, path_field) = &paths[e.route];
+                    let path = field_path(base, path_field, &e.field);
+                    let message = match e.kind {
+                        BuildErrorKind::Invalid => e.message.clone(),
+                        BuildErrorKind::Duplicate { of } => format!(
+                            "this route matches exactly the same requests as route `{}`, declared before it",
+                            display_id(doc, &paths[of].0)
+                        ),
+                        BuildErrorKind::Unreachable { shadowed_by } => format!(
+                            "this route can never be selected: every request it matches is taken by route `{}` ({})",
+                            display_id(doc, &paths[shadowed_by].0),
+                            e.message
+                        ),
+                    };
+                    self.error(&path, message);
+                }
+                None
+            }
+        }
+    }
+
+    fn path_match(&mut self, base: &Path, m: &MatchConfig) -> Option<PathMatch> {
+        let given = [m.path.is_some(), m.prefix.is_some(), m.regex.is_some()].iter().filter(|&&g| g).count();
+        if given > 1 {
+            self.error(&base.clone().key("match"), "give at most one of `path`, `prefix` and `regex`");
+            return None;
+        }
+        Some(if let Some(p) = &m.path {
+            if p.contains('{') { PathMatch::Template(p.clone()) } else { PathMatch::Exact(p.clone()) }
+        } else if let Some(p) = &m.prefix {
+            PathMatch::Prefix(p.clone())
+        } else if let Some(r) = &m.regex {
+            PathMatch::Regex(r.clone())
+        } else {
+            PathMatch::Prefix("/".into())
+        })
+    }
+
+    fn methods(&mut self, base: &Path, methods: &[String]) -> Option<Vec<Method>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, m) in methods.iter().enumerate() {
+            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if valid => out.push(method),
+                _ => {
+                    self.error(
+                        &base.clone().key("match").key("methods").index(i),
+                        format!("`{m}` is not an HTTP method (write methods in upper case, like `GET`)"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn value_match(&mut self, path: &Path, v: &ValueMatchConfig) -> Option<ValueMatch> {
+        match (&v.exact, &v.regex, v.present) {
+            (Some(exact), None, None) => Some(ValueMatch::Exact(exact.clone())),
+            (None, Some(regex), None) => Some(ValueMatch::Regex(regex.clone())),
+            (None, None, Some(true)) => Some(ValueMatch::Present),
+            (None, None, Some(false)) => Some(ValueMatch::Absent),
+            _ => {
+                self.error(path, "give exactly one of `exact`, `regex` and `present`");
+                None
+            }
+        }
+    }
+
+    fn headers(&mut self, base: &Path, rules: &[ValueMatchConfig]) -> Option<Vec<HeaderRule>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, h) in rules.iter().enumerate() {
+            let path = base.clone().key("match").key("headers").index(i);
+            let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes());
+            let rule = self.value_match(&path, h);
+            match (name, rule) {
+                (Ok(name), Some(rule)) => out.push(HeaderRule { name, rule }),
+                (Err(_), _) => {
+                    self.error(&path.key("name"), format!("`{}` is not a valid header name", h.name));
+                    ok = false;
+                }
+                (_, None) => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn query(&mut self, base: &Path, rules: &[ValueMatchConfig]) -> Option<Vec<QueryRule>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, q) in rules.iter().enumerate() {
+            let path = base.clone().key("match").key("query").index(i);
+            match self.value_match(&path, q) {
+                Some(rule) => out.push(QueryRule { name: q.name.clone(), rule }),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// The config field that holds a route's path matcher.
+fn which_path_field(m: &MatchConfig) -> &'static str {
+    if m.regex.is_some() {
+        "regex"
+    } else if m.prefix.is_some() {
+        "prefix"
+    } else if m.path.is_some() {
+        "path"
+    } else {
+        ""
+    }
+}
+
+/// Maps a router error's field (`path`, `hosts[1]`, `methods`, `headers[0]`) to the config path.
+fn field_path(base: &Path, path_field: &str, field: &str) -> Path {
+    let in_match = base.clone().key("match");
+    if field.is_empty() {
+        return base.clone();
+    }
+    if field == "path" {
+        return if path_field.is_empty() { in_match } else { in_match.key(path_field) };
+    }
+    match field.split_once('[') {
+        Some((list, rest)) => {
+            let index = rest.trim_end_matches(']').parse::<usize>().unwrap_or(0);
+            in_match.key(list).index(index)
+        }
+        None => in_match.key(field),
+    }
+}
+
+fn display_id(doc: &Document, path: &Path) -> String {
+    doc.routes.iter().find(|r| &r.path == path).map_or_else(|| "?".into(), |r| r.id.clone())
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Resolves `host:port`; a name may resolve to several addresses, all of which become endpoints.
+fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("`{address}` is not `host:port`"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!("`{address}` is not `host:port`"));
+    };
+    if host.is_empty() {
+        return Err(format!("`{address}` is not `host:port`"));
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut addrs: Vec<SocketAddr> = addrs.collect();
+            addrs.sort();
+            addrs.dedup();
+            if addrs.is_empty() { Err(format!("`{host}` resolves to no address")) } else { Ok(addrs) }
+        }
+        Err(err) => Err(format!("cannot resolve `{host}`: {err}")),
+    }
+}

@@ -1,0 +1,438 @@
+//! The configuration document: the user-facing types of the YAML/JSON config, strict and documented.
+//!
+//! Every struct denies unknown fields, every field has a doc comment (they become the JSON Schema descriptions and
+//! `docs/config.md`), durations and sizes carry units (`5s`, `250ms`, `10MiB`). Semantic checks (references,
+//! duplicates, regexes, unreachable routes) happen in `compile`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use turnpike_config::{ByteSize, Duration, Spanned};
+
+/// A Turnpike configuration: where to listen, which upstreams exist, and how requests are routed to them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where the gateway accepts client connections. At least one.
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    /// Named pools of endpoints that routes forward to, by id.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamConfig>>,
+    /// Routes, in declared order. Which route serves a request is decided by specificity first and declared order
+    /// second (see the routing section of the docs).
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Worker threads serving traffic. Absent: one per CPU core. `turnpike run --workers N` overrides it.
+    /// Changing it needs a restart.
+    pub workers: Option<u16>,
+    /// Addresses (CIDR, IPv4 or IPv6) of proxies in front of the gateway whose forwarding headers
+    /// (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`, and the request id) are believed.
+    /// From anyone else they are replaced. Empty: no one is trusted.
+    pub trusted_proxies: Vec<String>,
+    /// Request ids.
+    pub request_id: RequestIdConfig,
+    /// Headers the gateway adds to forwarded requests.
+    pub proxy_headers: ProxyHeadersConfig,
+    /// Limits applied to every route unless the route sets its own.
+    pub limits: LimitsConfig,
+    /// How long a shutdown (SIGTERM, SIGINT) waits for in-flight requests before closing what is left.
+    pub shutdown_timeout: Duration,
+    /// The access log: one JSON object per request on stdout.
+    pub access_log: AccessLogConfig,
+    /// Reload automatically when the config file (or a file in the config directory) changes.
+    pub watch: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            trusted_proxies: Vec::new(),
+            request_id: RequestIdConfig::default(),
+            proxy_headers: ProxyHeadersConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown_timeout: Duration(std::time::Duration::from_secs(30)),
+            access_log: AccessLogConfig::default(),
+            watch: true,
+        }
+    }
+}
+
+/// Request ids: every request gets one; it is sent to the upstream, returned to the client, and in every log line
+/// and error body.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestIdConfig {
+    /// The header that carries it.
+    pub header: String,
+    /// Whose incoming id is kept instead of generating a new one. An incoming id must be at most 128 characters
+    /// of letters, digits and `-_.:@/+=`, or it is replaced.
+    pub trust_incoming: TrustIncomingConfig,
+    /// Return the id to the client in the same header.
+    pub in_response: bool,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        Self { header: "x-request-id".into(), trust_incoming: TrustIncomingConfig::TrustedProxies, in_response: true }
+    }
+}
+
+/// Whose incoming request id is kept.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustIncomingConfig {
+    /// Always generate a new id.
+    Never,
+    /// Keep the id sent by a trusted proxy (`server.trusted_proxies`).
+    TrustedProxies,
+    /// Keep the id sent by any client.
+    Always,
+}
+
+/// Headers added to forwarded requests.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyHeadersConfig {
+    /// Set `X-Forwarded-For` (the client address; appended to a trusted proxy's list), `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host`.
+    pub x_forwarded: bool,
+    /// Set the RFC 7239 `Forwarded` header (`for=...;proto=...;host=...`).
+    pub forwarded: bool,
+    /// Add a `Via: 1.1 turnpike` entry to requests and responses (RFC 9110 §7.6.3).
+    pub via: bool,
+}
+
+impl Default for ProxyHeadersConfig {
+    fn default() -> Self {
+        Self { x_forwarded: true, forwarded: false, via: true }
+    }
+}
+
+/// Limits shared by all routes.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body a route accepts unless it sets `max_body_size` itself. Larger bodies get 413,
+    /// before they are read when `Content-Length` announces them, or as soon as the limit is crossed.
+    pub max_body_size: ByteSize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_body_size: ByteSize(64 * 1024 * 1024) }
+    }
+}
+
+/// The access log.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Write one JSON line per request to stdout. Decided at startup; a reload can turn it off, not on.
+    pub enabled: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// A listener: an address where clients connect.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Its name, unique (in logs).
+    pub name: String,
+    /// `ip:port` to listen on, e.g. `0.0.0.0:8080` or `[::]:8080`; port 0 picks a free port. A reload that keeps
+    /// an address keeps its socket, so no connection is refused during the reload.
+    pub address: String,
+    /// What it speaks.
+    #[serde(default)]
+    pub protocol: ListenerProtocolConfig,
+    /// Longest wait for a complete request head; also how long an idle keep-alive connection is kept. Slow
+    /// clients (slowloris) are disconnected when it expires.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Duration,
+    /// Longest silence while a request body is being received; the request fails with 408 and the connection is
+    /// closed when it expires.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Duration,
+    /// Largest request head (request line and all headers); larger ones get 431.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
+    /// Most header fields in a request; more get 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: u16,
+    /// Most concurrent streams per HTTP/2 connection.
+    #[serde(default = "default_h2_streams")]
+    pub http2_max_concurrent_streams: u32,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+fn default_body_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+fn default_max_header_size() -> ByteSize {
+    ByteSize(32 * 1024)
+}
+fn default_max_headers() -> u16 {
+    100
+}
+fn default_h2_streams() -> u32 {
+    256
+}
+
+/// The protocols a listener speaks to clients.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocolConfig {
+    /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the connection preface.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 with prior knowledge only.
+    Http2,
+}
+
+/// An upstream: a named pool of endpoints with its connection, balancing and timeout settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Its endpoints: `host:port` strings, or `{address, weight}`. A host name is resolved when the config is
+    /// loaded (every address it resolves to becomes an endpoint).
+    pub endpoints: Vec<EndpointConfig>,
+    /// How requests are spread over the endpoints.
+    #[serde(default)]
+    pub balance: BalanceConfig,
+    /// The HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocolConfig,
+    /// The `Host` header the endpoints receive.
+    #[serde(default)]
+    pub host_header: HostHeaderConfig,
+    /// Deadline for opening a connection (504 when it expires).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Deadline from sending a request to receiving the response head (504 when it expires). A route can set its
+    /// own `timeout`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Longest silence while a response body streams; the response is cut when it expires.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Duration,
+    /// How long an unused keep-alive connection stays in the pool. Keep it below the endpoints' own keep-alive
+    /// timeout.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Most idle keep-alive connections kept per endpoint (HTTP/1.1). 0 disables reuse.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_endpoint: u32,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(5))
+}
+fn default_request_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_read_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_idle_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_max_idle() -> u32 {
+    256
+}
+
+/// An endpoint: `host:port`, or an address with a weight.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    /// `host:port`, weight 1.
+    Address(String),
+    /// An address with a weight.
+    Weighted(WeightedEndpointConfig),
+}
+
+impl EndpointConfig {
+    /// The `host:port` text.
+    pub fn address(&self) -> &str {
+        match self {
+            EndpointConfig::Address(a) => a,
+            EndpointConfig::Weighted(w) => &w.address,
+        }
+    }
+
+    /// The weight (1 when not given).
+    pub fn weight(&self) -> u32 {
+        match self {
+            EndpointConfig::Address(_) => 1,
+            EndpointConfig::Weighted(w) => w.weight,
+        }
+    }
+}
+
+/// An endpoint with a weight.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedEndpointConfig {
+    /// `host:port`.
+    pub address: String,
+    /// Its share of requests relative to the other endpoints, 1 to 1000 (used by `weighted_round_robin`,
+    /// `least_in_flight` and `power_of_two_choices`).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl<'de> Deserialize<'de> for EndpointConfig {
+    // A string or a mapping, with the mapping's own errors (unknown field, missing address) kept: an untagged
+    // derive would hide them behind "did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EndpointConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`host:port` or a mapping with `address` and `weight`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(EndpointConfig::Address(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                WeightedEndpointConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(EndpointConfig::Weighted)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Load balancing algorithms.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceConfig {
+    /// Each endpoint in turn, ignoring weights.
+    #[default]
+    RoundRobin,
+    /// Endpoints in proportion to their weights, interleaved smoothly (nginx's algorithm).
+    WeightedRoundRobin,
+    /// The endpoint with the fewest requests in flight, relative to its weight.
+    LeastInFlight,
+    /// Two endpoints at random; the one with fewer requests in flight (relative to its weight) wins.
+    PowerOfTwoChoices,
+}
+
+/// HTTP versions spoken to upstreams.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocolConfig {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): one multiplexed connection per endpoint.
+    Http2,
+}
+
+/// The `Host` header sent upstream.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostHeaderConfig {
+    /// The client's `Host`, unchanged (the original host is also in `X-Forwarded-Host`).
+    #[default]
+    Preserve,
+    /// The endpoint's `ip:port`.
+    Endpoint,
+    /// A fixed value: `host_header: { fixed: users.internal }`.
+    Fixed(String),
+}
+
+/// A route: which requests it matches and where they go.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Its id, unique: in logs, metrics and error paths.
+    pub id: String,
+    /// What requests it matches. Absent: every request (`prefix: /`).
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// The id of the upstream it forwards to.
+    pub upstream: String,
+    /// How the path is rewritten before forwarding. Absent: the (normalized) path is forwarded as is.
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    /// Deadline for the upstream's response head; overrides the upstream's `request_timeout`.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Largest request body; overrides `server.limits.max_body_size`.
+    #[serde(default)]
+    pub max_body_size: Option<ByteSize>,
+}
+
+/// What a route matches. All given conditions must hold. Give at most one of `path`, `prefix` and `regex`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchConfig {
+    /// Hosts, exact (`api.example.com`) or wildcard (`*.example.com`: any host ending in `.example.com`).
+    /// Case-insensitive, without port. Empty: any host.
+    pub hosts: Vec<String>,
+    /// An exact path (`/api/health`) or a template: `{name}` matches one segment, a final `{*name}` the rest
+    /// (`/api/users/{id}`, `/files/{*path}`). Captured values can be used in `rewrite.path`.
+    pub path: Option<String>,
+    /// A path prefix, segment-aware: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+    pub prefix: Option<String>,
+    /// A regular expression over the whole path (anchored at both ends); named groups (`(?P<id>[0-9]+)`) can be
+    /// used in `rewrite.path`.
+    pub regex: Option<String>,
+    /// Methods (`GET`, `POST`, ...). A route that allows `GET` also serves `HEAD`. Empty: any method.
+    pub methods: Vec<String>,
+    /// Header conditions.
+    pub headers: Vec<ValueMatchConfig>,
+    /// Query parameter conditions.
+    pub query: Vec<ValueMatchConfig>,
+}
+
+/// A condition on a header or query parameter: give exactly one of `exact`, `regex` and `present`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchConfig {
+    /// The header or parameter name (header names are case-insensitive).
+    pub name: String,
+    /// The value must be exactly this (any of several values counts).
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// The value must match this regular expression in full.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `true`: it must be present (any value); `false`: it must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// A path rewrite.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RewriteConfig {
+    /// Remove this prefix (segment-aware): `{ strip_prefix: /api }` sends `/api/users` as `/users`.
+    StripPrefix(String),
+    /// Replace the path by a template filled with the params the route's path captured:
+    /// `{ path: "/users/{id}" }` for a route matching `/v2/users/{id}`.
+    Path(String),
+}

@@ -1,0 +1,47 @@
+//! The `finish` phase: runs once per request, after the response is complete or abandoned — also after early
+//! answers and errors — and reports it (access log; metrics and spans join here).
+
+use http::Version;
+use turnpike_telemetry::AccessRecord;
+
+use crate::body::Finish;
+
+/// Reports a finished request.
+pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
+    let Finish { cx, status, version, bytes_in, telemetry } = finish;
+    let log = &telemetry.access_log;
+    if !log.enabled() {
+        return;
+    }
+    let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
+    log.log(&AccessRecord {
+        request_id: cx.request_id.as_str(),
+        client: cx.client_ip,
+        method: cx.method.as_str(),
+        host,
+        path: cx.uri.path(),
+        protocol: protocol(version),
+        listener: &cx.peer.listener,
+        route: cx.route.as_deref(),
+        upstream: cx.upstream.as_deref(),
+        endpoint: cx.endpoint,
+        attempts: cx.attempts,
+        status,
+        bytes_in: bytes_in.get(),
+        bytes_out,
+        duration: cx.start.elapsed(),
+        upstream_duration: cx.upstream_duration,
+        error: cx.error,
+        aborted,
+    });
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "2",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}

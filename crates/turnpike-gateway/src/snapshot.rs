@@ -1,0 +1,129 @@
+//! `Snapshot`: the compiled configuration one request sees from start to end; swapped whole on reload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use turnpike_router::{CompiledRewrite, Router};
+use turnpike_upstream::Upstream;
+
+/// A compiled configuration. Immutable; a reload builds a new one and swaps it in one atomic step.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Counts reloads: 1 for the first config, +1 for every successful reload.
+    pub generation: u64,
+    /// A hash of the config's source text, to tell configs apart in logs and the admin API.
+    pub config_hash: u64,
+    /// Process-wide settings.
+    pub server: ServerSettings,
+    /// The listeners, by address.
+    pub listeners: Vec<Arc<ListenerSettings>>,
+    /// The route table.
+    pub routes: Router<Route>,
+    /// Upstreams by id.
+    pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// The settings of the listener bound to `addr`, if it is still configured.
+    pub fn listener(&self, addr: SocketAddr) -> Option<&Arc<ListenerSettings>> {
+        self.listeners.iter().find(|l| l.address == addr)
+    }
+}
+
+/// Whose `X-Request-Id` the gateway accepts instead of generating one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustIncoming {
+    /// Always generate.
+    Never,
+    /// Accept it from trusted proxies only.
+    TrustedProxies,
+    /// Accept it from anyone.
+    Always,
+}
+
+/// Process-wide settings, compiled.
+#[derive(Debug)]
+pub struct ServerSettings {
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The request-id header name.
+    pub request_id_header: HeaderName,
+    /// Whose request id is accepted.
+    pub request_id_trust: TrustIncoming,
+    /// Whether the request id is returned to the client.
+    pub request_id_in_response: bool,
+    /// Whether `X-Forwarded-For/Proto/Host` are set.
+    pub x_forwarded: bool,
+    /// Whether RFC 7239 `Forwarded` is set.
+    pub forwarded: bool,
+    /// Whether `Via` is added (to requests and responses).
+    pub via: bool,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Whether the access log is written.
+    pub access_log: bool,
+    /// Worker threads asked for (startup only).
+    pub workers: Option<usize>,
+    /// Whether config file changes trigger a reload.
+    pub watch: bool,
+    /// Default request body limit of routes, in bytes.
+    pub max_body_size: u64,
+}
+
+impl ServerSettings {
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// HTTP/1.1, and HTTP/2 with prior knowledge (h2c), told apart by the connection preface.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 with prior knowledge only.
+    Http2,
+}
+
+/// A listener, compiled. The socket itself lives in the listener set and survives reloads that keep the address.
+#[derive(Debug, PartialEq)]
+pub struct ListenerSettings {
+    /// Its name (in logs).
+    pub name: Arc<str>,
+    /// Its address.
+    pub address: SocketAddr,
+    /// Its protocol.
+    pub protocol: ListenerProtocol,
+    /// Longest wait for a request head (also bounds keep-alive idle time).
+    pub header_timeout: Duration,
+    /// Longest silence while a request body is being received.
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger heads get 431.
+    pub max_header_size: u64,
+    /// Most header fields in a request.
+    pub max_headers: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// A route, compiled: what happens to the requests it matches.
+#[derive(Debug)]
+pub struct Route {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Where it forwards.
+    pub upstream: Arc<Upstream>,
+    /// How it rewrites the path.
+    pub rewrite: Option<CompiledRewrite>,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_size: u64,
+    /// Deadline for the upstream's response head (504 beyond); the upstream's own unless the route overrides it.
+    pub timeout: Duration,
+}

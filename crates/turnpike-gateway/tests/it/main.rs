@@ -1,0 +1,3 @@
+//! End-to-end tests of the gateway: real HTTP through a gateway on 127.0.0.1:0 to mock upstreams.
+
+mod smoke;

@@ -1,0 +1,18 @@
+//! Turnpike's test harness: a gateway started from a config string on 127.0.0.1:0, scriptable mock upstreams,
+//! and HTTP/1.1 and HTTP/2 clients. Everything talks real HTTP over loopback.
+
+pub mod client;
+pub mod gateway;
+pub mod mock;
+
+pub use client::{Client, Reply};
+pub use gateway::TestGateway;
+pub use mock::{MockReply, MockUpstream, Recorded};
+
+/// A free loopback port nobody listens on (bound, then released): connections to it are refused.
+pub fn refused_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let addr = listener.local_addr().expect("local addr");
+    drop(listener);
+    addr
+}

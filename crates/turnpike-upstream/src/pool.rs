@@ -1,0 +1,299 @@
+//! Keep-alive connection pools, one per endpoint, shared by every worker thread.
+//!
+//! HTTP/1.1 connections wait in a LIFO stack (the warmest connection is reused first, the coldest expire first);
+//! an exchange hands its connection back when the response body has been read to the end, with no extra task.
+//! HTTP/2 endpoints share one multiplexed connection. A request that a reused connection never started (it closed
+//! while idle) is sent again on a fresh connection, so keep-alive races with an upstream's idle timeout stay
+//! invisible to clients.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+use turnpike_core::Body;
+
+use crate::connect::{self, ConnectError};
+
+/// The HTTP version spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), one multiplexed connection per endpoint.
+    Http2,
+}
+
+/// Pool settings of an upstream (they live in the snapshot; the pool itself lives in state).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Deadline for opening a connection.
+    pub connect_timeout: Duration,
+    /// How long an unused connection is kept.
+    pub idle_timeout: Duration,
+    /// The most idle connections kept per endpoint.
+    pub max_idle: usize,
+}
+
+/// Why sending a request upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection failed while sending the request or reading the response head.
+    #[error("upstream exchange failed")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// Counters of one pool, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections opened.
+    pub connects: AtomicU64,
+    /// Requests sent on a reused connection.
+    pub reuses: AtomicU64,
+    /// Connections currently open.
+    pub open: AtomicI64,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// The connections of one endpoint.
+pub(crate) struct Pool {
+    addr: SocketAddr,
+    protocol: Protocol,
+    idle: Mutex<VecDeque<Idle>>,
+    shared: Mutex<Option<http2::SendRequest<Body>>>,
+    stats: Arc<PoolStats>,
+}
+
+/// A connection taken from the pool for one exchange.
+pub struct Checkout {
+    sender: Sender,
+    reused: bool,
+}
+
+impl Pool {
+    pub(crate) fn new(addr: SocketAddr, protocol: Protocol) -> Self {
+        Self {
+            addr,
+            protocol,
+            idle: Mutex::new(VecDeque::new()),
+            shared: Mutex::new(None),
+            stats: Arc::new(PoolStats::default()),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Takes a ready connection: a pooled one if any is alive, else a new one.
+    pub(crate) async fn checkout(&self, settings: &PoolSettings) -> Result<Checkout, ConnectError> {
+        match self.protocol {
+            Protocol::Http1 => {
+                while let Some(idle) = self.pop_idle(settings.idle_timeout) {
+                    let mut sender = idle.sender;
+                    if sender.is_closed() {
+                        continue;
+                    }
+                    // Normally ready already: the previous response was read to its end before the connection came
+                    // back. If its task has not caught up yet, this resolves on its next poll.
+                    if sender.is_ready() || sender.ready().await.is_ok() {
+                        self.stats.reuses.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Checkout { sender: Sender::H1(sender), reused: true });
+                    }
+                }
+                let sender = self.connect_h1(settings).await?;
+                Ok(Checkout { sender: Sender::H1(sender), reused: false })
+            }
+            Protocol::Http2 => {
+                let shared = lock(&self.shared).as_ref().filter(|s| !s.is_closed()).cloned();
+                if let Some(mut sender) = shared
+                    && sender.ready().await.is_ok()
+                {
+                    self.stats.reuses.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Checkout { sender: Sender::H2(sender), reused: true });
+                }
+                let fresh = self.connect_h2(settings).await?;
+                if let Sender::H2(sender) = &fresh.sender {
+                    *lock(&self.shared) = Some(sender.clone());
+                }
+                Ok(fresh)
+            }
+        }
+    }
+
+    fn pop_idle(&self, idle_timeout: Duration) -> Option<Idle> {
+        let mut idle = lock(&self.idle);
+        let newest = idle.pop_back()?;
+        if newest.since.elapsed() >= idle_timeout {
+            // The newest has expired, so all older ones have too.
+            idle.clear();
+            return None;
+        }
+        Some(newest)
+    }
+
+    async fn connect_h1(&self, settings: &PoolSettings) -> Result<http1::SendRequest<Body>, ConnectError> {
+        let stream = connect::tcp(self.addr, settings.connect_timeout).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr: self.addr, source })?;
+        self.spawn_connection(conn);
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self, settings: &PoolSettings) -> Result<Checkout, ConnectError> {
+        let stream = connect::tcp(self.addr, settings.connect_timeout).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr: self.addr, source })?;
+        self.spawn_connection(conn);
+        Ok(Checkout { sender: Sender::H2(sender), reused: false })
+    }
+
+    fn spawn_connection<F>(&self, conn: F)
+    where
+        F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        let stats = self.stats.clone();
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(endpoint = %addr, error = %err, "upstream connection ended with an error");
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Returns an HTTP/1.1 connection after its exchange ended cleanly.
+    fn release(&self, sender: http1::SendRequest<Body>, settings: &PoolSettings) {
+        if sender.is_closed() || settings.max_idle == 0 {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        idle.push_back(Idle { sender, since: Instant::now() });
+        while idle.len() > settings.max_idle {
+            idle.pop_front();
+        }
+    }
+
+    /// Closes connections idle for longer than `idle_timeout`, and closed ones.
+    pub(crate) fn sweep(&self, idle_timeout: Duration) {
+        let mut idle = lock(&self.idle);
+        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < idle_timeout);
+        drop(idle);
+        let mut shared = lock(&self.shared);
+        if shared.as_ref().is_some_and(|s| s.is_closed()) {
+            *shared = None;
+        }
+    }
+
+    /// Number of idle HTTP/1.1 connections (for tests and metrics).
+    pub(crate) fn idle_count(&self) -> usize {
+        lock(&self.idle).len()
+    }
+}
+
+impl Checkout {
+    /// Whether the connection was reused from the pool.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+}
+
+/// One request/response exchange with an endpoint: counts as in flight from creation to drop, and hands its
+/// connection back to the pool when [`Exchange::release`] is called after the response body ended.
+pub struct Exchange {
+    endpoint: Arc<crate::Endpoint>,
+    conn: Option<Sender>,
+    settings: PoolSettings,
+}
+
+/// Alias kept for readers who look for the pooled connection type.
+pub type PooledConn = Exchange;
+
+impl Exchange {
+    pub(crate) fn new(endpoint: Arc<crate::Endpoint>, settings: PoolSettings) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { endpoint, conn: None, settings }
+    }
+
+    /// The endpoint this exchange talks to.
+    pub fn endpoint(&self) -> &Arc<crate::Endpoint> {
+        &self.endpoint
+    }
+
+    /// Sends `req` on a pooled or new connection and waits for the response head.
+    ///
+    /// `req`'s URI must be in origin form (`/path?query`) for HTTP/1.1 and absolute for HTTP/2. A request that a
+    /// reused connection never started (it had closed while idle) is sent once more on a fresh connection.
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let pool = &self.endpoint.pool;
+        let checkout = pool.checkout(&self.settings).await?;
+        let reused = checkout.reused;
+        match checkout.sender {
+            Sender::H1(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.conn = Some(Sender::H1(sender));
+                    Ok(resp)
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(req) if reused => {
+                        let mut sender = pool.connect_h1(&self.settings).await?;
+                        let resp = sender.send_request(req).await.map_err(SendError::Exchange)?;
+                        self.conn = Some(Sender::H1(sender));
+                        Ok(resp)
+                    }
+                    _ => Err(SendError::Exchange(err.into_error())),
+                },
+            },
+            Sender::H2(mut sender) => {
+                let resp = sender.send_request(req).await.map_err(SendError::Exchange)?;
+                self.conn = Some(Sender::H2(sender));
+                Ok(resp)
+            }
+        }
+    }
+
+    /// Hands the connection back to the pool: call it once the response body has been read to its end.
+    pub fn release(&mut self) {
+        if let Some(Sender::H1(sender)) = self.conn.take() {
+            self.endpoint.pool.release(sender, &self.settings);
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // A connection not released here is dropped: its response was not read to the end, so it cannot be reused.
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
