@@ -44,7 +44,7 @@ pub struct Body {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Stream(Box<Stream>),
+    Stream(Stream),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -92,7 +92,7 @@ impl Body {
     /// A body streamed from a peer, with no limit and no idle timeout yet.
     pub fn stream(inner: hyper::body::Incoming) -> Self {
         Self {
-            kind: Kind::Stream(Box::new(Stream {
+            kind: Kind::Stream(Stream {
                 inner,
                 limit: u64::MAX,
                 seen: 0,
@@ -100,7 +100,7 @@ impl Body {
                 sleep: None,
                 progressed: false,
                 counter: None,
-            })),
+            }),
         }
     }
 

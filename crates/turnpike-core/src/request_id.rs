@@ -15,20 +15,19 @@ pub const MAX_LEN: usize = 128;
 impl RequestId {
     /// A new random id in UUID version 4 form (`8-4-4-4-12` lowercase hex).
     pub fn generate() -> Self {
-        let (hi, lo) = (next_u64(), next_u64());
-        let mut bytes = ((hi as u128) << 64) | lo as u128;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&next_u64().to_be_bytes());
+        bytes[8..].copy_from_slice(&next_u64().to_be_bytes());
         // Version 4, variant 10xx, as RFC 9562 lays out.
-        bytes = (bytes & !(0xF << 76)) | (0x4 << 76);
-        bytes = (bytes & !(0x3 << 62)) | (0x2 << 62);
-        let mut out = [0u8; 36];
-        let mut nibble = 32;
-        for (i, slot) in out.iter_mut().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                *slot = b'-';
-                continue;
-            }
-            nibble -= 1;
-            *slot = b"0123456789abcdef"[((bytes >> (nibble * 4)) & 0xF) as usize];
+        bytes[6] = (bytes[6] & 0x0F) | 0x40;
+        bytes[8] = (bytes[8] & 0x3F) | 0x80;
+        let mut out = [b'-'; 36];
+        // Byte i of the id goes to text position POS[i]; the dashes stay where they are.
+        const POS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (byte, pos) in bytes.iter().zip(POS) {
+            out[pos] = HEX[usize::from(byte >> 4)];
+            out[pos + 1] = HEX[usize::from(byte & 0xF)];
         }
         // Every byte is ASCII hex or '-', so this cannot fail; fall back to a fixed id rather than panic.
         Self(HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("00000000-0000-4000-8000-000000000000")))

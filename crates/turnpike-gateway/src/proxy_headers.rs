@@ -37,6 +37,11 @@ fn via(version: Version) -> HeaderValue {
 /// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `TE: trailers` survives (gRPC needs it); `Trailer` is end-to-end and stays.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names (cheap comparisons, no hashing) decides whether
+    // the hashed removals below are needed at all.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(connection) = headers.get(CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
@@ -59,6 +64,16 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(TE);
     }
+}
+
+/// Whether `name` is one of the headers [`remove_hop_by_hop`] may remove (`TE` included: its value decides).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// The real client address: the peer, or — when the peer is a trusted proxy — the rightmost address in
@@ -107,8 +122,10 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     remove_hop_by_hop(headers);
     // The gateway answers `Expect: 100-continue` itself (hyper sends 100 when the body is first read) and
     // proxy credentials are for this hop only.
-    headers.remove(EXPECT);
-    headers.remove(PROXY_AUTHORIZATION);
+    if headers.keys().any(|n| n == EXPECT || n == PROXY_AUTHORIZATION) {
+        headers.remove(EXPECT);
+        headers.remove(PROXY_AUTHORIZATION);
+    }
 
     let s = f.settings;
     let trusted = s.is_trusted(f.peer.addr.ip().to_canonical());
@@ -140,7 +157,9 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 /// Prepares an upstream response's headers for the client.
 pub(crate) fn prepare_response(headers: &mut HeaderMap, settings: &ServerSettings, upstream_version: Version, id: &RequestId) {
     remove_hop_by_hop(headers);
-    headers.remove(PROXY_AUTHENTICATE);
+    if headers.contains_key(PROXY_AUTHENTICATE) {
+        headers.remove(PROXY_AUTHENTICATE);
+    }
     if settings.via {
         headers.append(VIA, via(upstream_version));
     }
@@ -226,6 +245,9 @@ mod tests {
             via: true,
             shutdown_timeout: Duration::from_secs(1),
             access_log: false,
+            workers: None,
+            watch: false,
+            max_body_size: 1 << 20,
         }
     }
 

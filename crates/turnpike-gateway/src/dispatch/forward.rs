@@ -87,6 +87,18 @@ fn upstream_uri(
     upstream_path: Option<PathAndQuery>,
     headers: &mut http::HeaderMap,
 ) -> Result<Uri, GatewayError> {
+    let path_and_query = match upstream_path {
+        Some(pq) => pq,
+        None => original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    // The common case: HTTP/1.1 on both sides, `Host` kept as the client sent it — nothing to rewrite.
+    if upstream.protocol == Protocol::Http1
+        && matches!(upstream.host, HostHeader::Preserve)
+        && original.authority().is_none()
+        && headers.contains_key(HOST)
+    {
+        return Ok(Uri::from(path_and_query));
+    }
     let client_host: Option<HeaderValue> = match original.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => headers.get(HOST).cloned(),
@@ -95,10 +107,6 @@ fn upstream_uri(
         HostHeader::Preserve => client_host,
         HostHeader::Endpoint => HeaderValue::from_str(endpoint.authority.as_str()).ok(),
         HostHeader::Fixed(value) => Some(value.clone()),
-    };
-    let path_and_query = match upstream_path {
-        Some(pq) => pq,
-        None => original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
     match upstream.protocol {
         Protocol::Http1 => {
