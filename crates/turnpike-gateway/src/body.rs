@@ -12,6 +12,7 @@ use http_body::{Frame, SizeHint};
 use turnpike_core::{Body, BoxError, Cx};
 use turnpike_upstream::Exchange;
 
+use crate::server::RequestGuard;
 use crate::telemetry::Telemetry;
 
 /// How many request body bytes arrived.
@@ -38,6 +39,7 @@ pub struct ResponseBody {
     ended: bool,
     bytes_out: u64,
     finish: Option<Box<Finish>>,
+    _request: Option<RequestGuard>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -49,17 +51,22 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// A body the gateway made itself.
     pub(crate) fn local(inner: Body) -> Self {
-        Self { inner, exchange: None, ended: false, bytes_out: 0, finish: None }
+        Self { inner, exchange: None, ended: false, bytes_out: 0, finish: None, _request: None }
     }
 
     /// An upstream's body; `exchange` goes back to the pool once the body has been read to its end.
     pub(crate) fn upstream(inner: Body, exchange: Exchange) -> Self {
-        Self { inner, exchange: Some(exchange), ended: false, bytes_out: 0, finish: None }
+        Self { inner, exchange: Some(exchange), ended: false, bytes_out: 0, finish: None, _request: None }
     }
 
     /// Attaches the `finish` phase, run when the body is done or dropped.
     pub(crate) fn set_finish(&mut self, finish: Box<Finish>) {
         self.finish = Some(finish);
+    }
+
+    /// Keeps the request marked in flight on its connection until this body is dropped.
+    pub(crate) fn hold(&mut self, request: RequestGuard) {
+        self._request = Some(request);
     }
 
     fn end(&mut self) {

@@ -20,12 +20,12 @@ use turnpike_core::{Cx, GatewayError, Peer, RequestId};
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
 
 use crate::body::{BytesIn, Finish, ResponseBody};
-use crate::server::Conn;
+use crate::server::{Conn, RequestGuard};
 use crate::snapshot::{Snapshot, TrustIncoming};
 use crate::{dispatch, proxy_headers, respond};
 
 /// Handles one request from arrival to response head; the body streams afterwards and `finish` runs at its end.
-pub(crate) async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ResponseBody> {
+pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Response<ResponseBody> {
     // One snapshot for the whole request: a reload while it runs does not change what it sees.
     let snap = conn.gateway.snapshot();
     let request_id = request_id(&snap, &conn.peer, &req);
@@ -35,7 +35,7 @@ pub(crate) async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Resp
     cx.client_ip = proxy_headers::client_ip(&snap.server, conn.peer.addr.ip().to_canonical(), req.headers());
     let mut bytes_in = BytesIn::Known(0);
 
-    let outcome = route_and_dispatch(&snap, conn, &mut cx, req, &mut bytes_in).await;
+    let outcome = route_and_dispatch(&snap, &conn, &mut cx, req, &mut bytes_in).await;
 
     let mut resp = match outcome {
         Ok(resp) => resp,
@@ -53,6 +53,8 @@ pub(crate) async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Resp
         let status = resp.status().as_u16();
         resp.body_mut().set_finish(Box::new(Finish { cx, status, version, bytes_in, telemetry: telemetry.clone() }));
     }
+    // The request counts as in flight on its connection until the response has been sent.
+    resp.body_mut().hold(conn);
     resp
 }
 
