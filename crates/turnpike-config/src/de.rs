@@ -8,8 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{
-    self, DeserializeSeed, EnumAccess, IntoDeserializer, MapAccess, SeqAccess, Unexpected,
-    VariantAccess, Visitor,
+    self, DeserializeSeed, EnumAccess, IntoDeserializer, MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor,
 };
 
 use crate::node::{Node, NodeKind, Path, PathSeg, redact, resolve_plain};
@@ -28,14 +27,8 @@ pub(crate) type Removed = HashSet<Vec<u32>>;
 /// What kind of failure a [`DeError`] is, as far as recovery cares.
 #[derive(Debug, Clone)]
 pub(crate) enum ErrKind {
-    UnknownField {
-        field: String,
-        expected: &'static [&'static str],
-    },
-    UnknownVariant {
-        variant: String,
-        expected: &'static [&'static str],
-    },
+    UnknownField { field: String, expected: &'static [&'static str] },
+    UnknownVariant { variant: String, expected: &'static [&'static str] },
     MissingField(&'static str),
     Other,
 }
@@ -80,11 +73,7 @@ fn one_of(names: &[&str]) -> String {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            kind: ErrKind::Other,
-            message: msg.to_string(),
-            loc: None,
-        }
+        DeError { kind: ErrKind::Other, message: msg.to_string(), loc: None }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -93,14 +82,7 @@ impl de::Error for DeError {
         } else {
             format!("unknown field `{field}`, expected {}", one_of(expected))
         };
-        DeError {
-            kind: ErrKind::UnknownField {
-                field: field.to_owned(),
-                expected,
-            },
-            message,
-            loc: None,
-        }
+        DeError { kind: ErrKind::UnknownField { field: field.to_owned(), expected }, message, loc: None }
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
@@ -109,22 +91,11 @@ impl de::Error for DeError {
         } else {
             format!("unknown variant `{variant}`, expected {}", one_of(expected))
         };
-        DeError {
-            kind: ErrKind::UnknownVariant {
-                variant: variant.to_owned(),
-                expected,
-            },
-            message,
-            loc: None,
-        }
+        DeError { kind: ErrKind::UnknownVariant { variant: variant.to_owned(), expected }, message, loc: None }
     }
 
     fn missing_field(field: &'static str) -> Self {
-        DeError {
-            kind: ErrKind::MissingField(field),
-            message: format!("missing field `{field}`"),
-            loc: None,
-        }
+        DeError { kind: ErrKind::MissingField(field), message: format!("missing field `{field}`"), loc: None }
     }
 }
 
@@ -146,23 +117,13 @@ pub(crate) struct NodeDe<'a> {
 
 impl<'a> NodeDe<'a> {
     pub fn root(node: &'a Node, removed: &'a Removed) -> Self {
-        NodeDe {
-            node,
-            removed,
-            path: Path::root(),
-            idx: Vec::new(),
-        }
+        NodeDe { node, removed, path: Path::root(), idx: Vec::new() }
     }
 
     fn child(&self, node: &'a Node, seg: PathSeg, i: usize) -> NodeDe<'a> {
         let mut path = self.path.clone();
         path.push(seg);
-        NodeDe {
-            node,
-            removed: self.removed,
-            path,
-            idx: idx_child(&self.idx, i),
-        }
+        NodeDe { node, removed: self.removed, path, idx: idx_child(&self.idx, i) }
     }
 
     fn is_removed(&self, i: usize) -> bool {
@@ -176,9 +137,7 @@ impl<'a> NodeDe<'a> {
     fn lost_children_explain_failure(&self) -> bool {
         match &self.node.kind {
             NodeKind::Seq(items) => (0..items.len()).any(|i| self.is_removed(i)),
-            NodeKind::Map(entries) => {
-                !entries.is_empty() && (0..entries.len()).all(|i| self.is_removed(i))
-            }
+            NodeKind::Map(entries) => !entries.is_empty() && (0..entries.len()).all(|i| self.is_removed(i)),
             _ => false,
         }
     }
@@ -188,10 +147,7 @@ impl<'a> NodeDe<'a> {
             NodeKind::Map(entries) => entries,
             _ => &[],
         };
-        entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.is_removed(*i))
+        entries.iter().enumerate().filter(|(i, _)| !self.is_removed(*i))
     }
 
     /// Gives an error that does not know its node yet this node (or, for an unknown field or
@@ -222,9 +178,7 @@ impl<'a> NodeDe<'a> {
         // their unknown-field / unknown-variant errors surface at the mapping: find the entry.
         match &e.kind {
             ErrKind::UnknownField { field, .. } => {
-                if let Some((i, (key, _))) = self
-                    .live_entries()
-                    .find(|(_, (k, _))| k.as_str() == Some(field.as_str()))
+                if let Some((i, (key, _))) = self.live_entries().find(|(_, (k, _))| k.as_str() == Some(field.as_str()))
                 {
                     e.loc = Some(Box::new(Loc {
                         path: self.path.clone().key(field.clone()),
@@ -236,9 +190,8 @@ impl<'a> NodeDe<'a> {
                 }
             }
             ErrKind::UnknownVariant { variant, .. } => {
-                if let Some((_, (key, value))) = self
-                    .live_entries()
-                    .find(|(_, (_, v))| v.as_str() == Some(variant.as_str()))
+                if let Some((_, (key, value))) =
+                    self.live_entries().find(|(_, (_, v))| v.as_str() == Some(variant.as_str()))
                 {
                     e.loc = Some(Box::new(Loc {
                         path: self.path.clone().key(key.as_str().unwrap_or_default()),
@@ -252,12 +205,8 @@ impl<'a> NodeDe<'a> {
             ErrKind::MissingField(_) | ErrKind::Other => {}
         }
         let consequence = matches!(e.kind, ErrKind::Other) && self.lost_children_explain_failure();
-        e.loc = Some(Box::new(Loc {
-            path: self.path.clone(),
-            idx: self.idx.clone(),
-            span: self.node.span,
-            consequence,
-        }));
+        e.loc =
+            Some(Box::new(Loc { path: self.path.clone(), idx: self.idx.clone(), span: self.node.span, consequence }));
     }
 
     fn unexpected(&self) -> Unexpected<'a> {
@@ -280,9 +229,7 @@ impl<'a> NodeDe<'a> {
     /// `"${env:PORT}"` may still be read as a number); other strings are not.
     fn resolved(&self) -> NodeKind {
         match &self.node.kind {
-            NodeKind::Str(s, _) if self.node.substituted => {
-                resolve_plain(s).unwrap_or_else(|_| self.node.kind.clone())
-            }
+            NodeKind::Str(s, _) if self.node.substituted => resolve_plain(s).unwrap_or_else(|_| self.node.kind.clone()),
             other => other.clone(),
         }
     }
@@ -300,9 +247,7 @@ impl<'a> NodeDe<'a> {
         let result = match self.resolved() {
             NodeKind::Int(i) => match T::try_from(i) {
                 Ok(v) => visit(visitor, v),
-                Err(_) => Err(de::Error::custom(format_args!(
-                    "value {i} out of range for {name}"
-                ))),
+                Err(_) => Err(de::Error::custom(format_args!("value {i} out of range for {name}"))),
             },
             _ => Err(self.invalid_type(&visitor)),
         };
@@ -311,11 +256,7 @@ impl<'a> NodeDe<'a> {
 
     fn visit_seq_node<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let result = match &self.node.kind {
-            NodeKind::Seq(items) => visitor.visit_seq(SeqAcc {
-                de: &self,
-                items,
-                pos: 0,
-            }),
+            NodeKind::Seq(items) => visitor.visit_seq(SeqAcc { de: &self, items, pos: 0 }),
             _ => Err(self.invalid_type(&visitor)),
         };
         self.attach(result)
@@ -323,12 +264,7 @@ impl<'a> NodeDe<'a> {
 
     fn visit_map_node<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let result = match &self.node.kind {
-            NodeKind::Map(entries) => visitor.visit_map(MapAcc {
-                de: &self,
-                entries,
-                pos: 0,
-                current: None,
-            }),
+            NodeKind::Map(entries) => visitor.visit_map(MapAcc { de: &self, entries, pos: 0, current: None }),
             _ => Err(self.invalid_type(&visitor)),
         };
         self.attach(result)
@@ -446,19 +382,11 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         self.attach(result)
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         let this = self.clone();
         let result = visitor.visit_newtype_struct(self);
         this.attach(result)
@@ -468,11 +396,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         self.visit_seq_node(visitor)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         self.visit_seq_node(visitor)
     }
 
@@ -514,12 +438,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             NodeKind::Map(_) => {
                 let live: Vec<(usize, &'a (Node, Node))> = self.live_entries().collect();
                 match live.as_slice() {
-                    [(i, (key, value))] => visitor.visit_enum(MapEnum {
-                        de: &self,
-                        key,
-                        value,
-                        index: *i,
-                    }),
+                    [(i, (key, value))] => visitor.visit_enum(MapEnum { de: &self, key, value, index: *i }),
                     _ => Err(de::Error::custom(format_args!(
                         "expected a mapping with a single key (the variant of `{name}`), found {} keys",
                         live.len()
@@ -552,10 +471,7 @@ struct SeqAcc<'a, 'b> {
 impl<'de> SeqAccess<'de> for SeqAcc<'_, '_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         while let Some(item) = self.items.get(self.pos) {
             let i = self.pos;
             self.pos += 1;
@@ -583,10 +499,7 @@ struct MapAcc<'a, 'b> {
 impl<'de> MapAccess<'de> for MapAcc<'_, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         while let Some((key, _)) = self.entries.get(self.pos) {
             let i = self.pos;
             self.pos += 1;
@@ -611,16 +524,11 @@ impl<'de> MapAccess<'de> for MapAcc<'_, '_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let Some((i, (key, value))) = self
-            .current
-            .take()
-            .and_then(|i| Some((i, self.entries.get(i)?)))
-        else {
+        let Some((i, (key, value))) = self.current.take().and_then(|i| Some((i, self.entries.get(i)?))) else {
             return Err(de::Error::custom("value requested before key"));
         };
         let seg = || PathSeg::Key(key.as_str().unwrap_or_default().to_owned());
-        seed.deserialize(self.de.child(value, seg(), i))
-            .map_err(|e| self.de.child(value, seg(), i).locate_err(e))
+        seed.deserialize(self.de.child(value, seg(), i)).map_err(|e| self.de.child(value, seg(), i).locate_err(e))
     }
 }
 
@@ -658,10 +566,7 @@ impl<'de> de::Deserializer<'de> for KeyDe<'_> {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match resolve_plain(self.text) {
             Ok(NodeKind::Bool(b)) => visitor.visit_bool(b),
-            _ => Err(de::Error::invalid_type(
-                Unexpected::Str(self.text),
-                &visitor,
-            )),
+            _ => Err(de::Error::invalid_type(Unexpected::Str(self.text), &visitor)),
         }
     }
 
@@ -682,11 +587,7 @@ impl<'de> de::Deserializer<'de> for KeyDe<'_> {
         visitor.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -735,21 +636,14 @@ impl<'de> VariantAccess<'de> for StrEnum<'_> {
         Err(self.needs_value())
     }
 
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        _fields: &'static [&'static str],
-        _v: V,
-    ) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], _v: V) -> Result<V::Value, DeError> {
         Err(self.needs_value())
     }
 }
 
 impl StrEnum<'_> {
     fn needs_value(&self) -> DeError {
-        de::Error::custom(format_args!(
-            "variant `{0}` needs a value: write it as a mapping `{0}: ...`",
-            self.variant
-        ))
+        de::Error::custom(format_args!("variant `{0}` needs a value: write it as a mapping `{0}: ...`", self.variant))
     }
 }
 
@@ -765,10 +659,7 @@ impl<'de, 'a, 'b> EnumAccess<'de> for MapEnum<'a, 'b> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
 
-    fn variant_seed<S: DeserializeSeed<'de>>(
-        self,
-        seed: S,
-    ) -> Result<(S::Value, NodeDe<'a>), DeError> {
+    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, NodeDe<'a>), DeError> {
         let text = self.key.as_str().unwrap_or_default();
         let variant = seed.deserialize(KeyDe { text }).map_err(|mut e| {
             if e.loc.is_none() {
@@ -781,9 +672,7 @@ impl<'de, 'a, 'b> EnumAccess<'de> for MapEnum<'a, 'b> {
             }
             e
         })?;
-        let value = self
-            .de
-            .child(self.value, PathSeg::Key(text.to_owned()), self.index);
+        let value = self.de.child(self.value, PathSeg::Key(text.to_owned()), self.index);
         Ok((variant, value))
     }
 }
@@ -829,10 +718,7 @@ struct SpannedAcc<'a> {
 impl<'de> MapAccess<'de> for SpannedAcc<'_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         let Some(name) = SPANNED_FIELDS.get(usize::from(self.state)) else {
             return Ok(None);
         };
@@ -849,13 +735,7 @@ impl<'de> MapAccess<'de> for SpannedAcc<'_> {
                 seed.deserialize(de::value::SeqDeserializer::new(parts.into_iter()))
             }
             1 => {
-                let segs: Vec<SegDe> = self
-                    .de
-                    .path
-                    .segments()
-                    .iter()
-                    .map(|s| SegDe(s.clone()))
-                    .collect();
+                let segs: Vec<SegDe> = self.de.path.segments().iter().map(|s| SegDe(s.clone())).collect();
                 seed.deserialize(de::value::SeqDeserializer::new(segs.into_iter()))
             }
             _ => {

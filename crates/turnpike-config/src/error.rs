@@ -29,12 +29,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error with only a message.
     pub fn new(message: impl Into<String>) -> Self {
-        ConfigError {
-            message: message.into(),
-            path: String::new(),
-            span: None,
-            help: None,
-        }
+        ConfigError { message: message.into(), path: String::new(), span: None, help: None }
     }
 
     /// An error about the node at `path` below `root`: the span is that node's (or, if the path
@@ -76,15 +71,11 @@ impl ConfigError {
 
     /// `file:line:col` of the error, if it has a span.
     pub fn location(&self, sources: &SourceMap) -> Option<String> {
-        self.span
-            .map(|s| format!("{}:{}:{}", sources.name(s.file), s.line, s.col))
+        self.span.map(|s| format!("{}:{}:{}", sources.name(s.file), s.line, s.col))
     }
 
     fn sort_key(&self) -> (bool, Option<(FileId, u32, u32)>) {
-        (
-            self.span.is_none(),
-            self.span.map(|s| (s.file, s.line, s.col)),
-        )
+        (self.span.is_none(), self.span.map(|s| (s.file, s.line, s.col)))
     }
 
     /// Renders this error as one block (no trailing blank line); see [`ConfigErrors::render`].
@@ -97,12 +88,7 @@ impl ConfigError {
         };
         let pad = " ".repeat(gutter);
         if let Some(span) = self.span {
-            out.push_str(&format!(
-                "{pad}--> {}:{}:{}\n",
-                sources.name(span.file),
-                span.line,
-                span.col
-            ));
+            out.push_str(&format!("{pad}--> {}:{}:{}\n", sources.name(span.file), span.line, span.col));
             if let Some(text) = line_text {
                 let indent: String = text
                     .chars()

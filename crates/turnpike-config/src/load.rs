@@ -42,12 +42,7 @@ impl<T> Loaded<T> {
     }
 
     fn failed(sources: SourceMap, errors: Vec<ConfigError>) -> Self {
-        Loaded {
-            value: None,
-            root: None,
-            sources,
-            errors: sorted(errors),
-        }
+        Loaded { value: None, root: None, sources, errors: sorted(errors) }
     }
 }
 
@@ -65,10 +60,7 @@ impl<T> Loaded<T> {
 ///
 /// Errors: a path that cannot be read, an empty directory, syntax errors (the file's tree is
 /// then unavailable, so `value` and `root` are `None`), and everything the later steps find.
-pub fn load_path<T: DeserializeOwned>(
-    path: &FsPath,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Loaded<T> {
+pub fn load_path<T: DeserializeOwned>(path: &FsPath, env: &dyn Fn(&str) -> Option<String>) -> Loaded<T> {
     let mut sources = SourceMap::new();
     let metadata = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -113,10 +105,7 @@ pub fn load_path<T: DeserializeOwned>(
                 }
             }
             Err(e) => {
-                errors.push(ConfigError::new(format!(
-                    "cannot read `{}`: {e}",
-                    file_path.display()
-                )));
+                errors.push(ConfigError::new(format!("cannot read `{}`: {e}", file_path.display())));
                 fatal = true;
             }
         }
@@ -156,12 +145,7 @@ fn finish<T: DeserializeOwned>(
     errors.append(&mut subst_errors);
     let (value, mut de_errors) = recover::<T>(&root, removed);
     errors.append(&mut de_errors);
-    Loaded {
-        value,
-        root: Some(root),
-        sources,
-        errors: sorted(errors),
-    }
+    Loaded { value, root: Some(root), sources, errors: sorted(errors) }
 }
 
 fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
@@ -171,9 +155,7 @@ fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
 
 /// The config files directly in `dir`, in byte order of name.
 fn config_files(dir: &FsPath) -> Result<Vec<std::path::PathBuf>, ConfigError> {
-    let cannot_read = |e: std::io::Error| {
-        ConfigError::new(format!("cannot read directory `{}`: {e}", dir.display()))
-    };
+    let cannot_read = |e: std::io::Error| ConfigError::new(format!("cannot read directory `{}`: {e}", dir.display()));
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(cannot_read)? {
         let entry = entry.map_err(cannot_read)?;
@@ -181,9 +163,7 @@ fn config_files(dir: &FsPath) -> Result<Vec<std::path::PathBuf>, ConfigError> {
         let Some(name_str) = name.to_str() else {
             continue;
         };
-        let is_config = [".yaml", ".yml", ".json"]
-            .iter()
-            .any(|ext| name_str.to_ascii_lowercase().ends_with(ext));
+        let is_config = [".yaml", ".yml", ".json"].iter().any(|ext| name_str.to_ascii_lowercase().ends_with(ext));
         if !is_config || name_str.starts_with('.') {
             continue;
         }
@@ -227,38 +207,26 @@ fn merge(roots: Vec<Node>, sources: &SourceMap, errors: &mut Vec<ConfigError>) -
         };
         for (key, value) in entries {
             let name = key.as_str().unwrap_or_default().to_owned();
-            let Some((first_key, existing)) = merged
-                .iter_mut()
-                .find(|(k, _)| k.as_str() == Some(name.as_str()))
-            else {
+            let Some((first_key, existing)) = merged.iter_mut().find(|(k, _)| k.as_str() == Some(name.as_str())) else {
                 merged.push((key, value));
                 continue;
             };
             let (existing_name, new_name) = (existing.kind_name(), value.kind_name());
             let both_collections = matches!(
                 (&existing.kind, &value.kind),
-                (
-                    NodeKind::Seq(_) | NodeKind::Map(_),
-                    NodeKind::Seq(_) | NodeKind::Map(_)
-                )
+                (NodeKind::Seq(_) | NodeKind::Map(_), NodeKind::Seq(_) | NodeKind::Map(_))
             );
             match (&mut existing.kind, value.kind) {
                 (NodeKind::Seq(items), NodeKind::Seq(more)) => items.extend(more),
                 (NodeKind::Map(entries), NodeKind::Map(more)) => {
                     for (k, v) in more {
                         let sub = k.as_str().unwrap_or_default().to_owned();
-                        if let Some((first, _)) = entries
-                            .iter()
-                            .find(|(e, _)| e.as_str() == Some(sub.as_str()))
-                        {
+                        if let Some((first, _)) = entries.iter().find(|(e, _)| e.as_str() == Some(sub.as_str())) {
                             let path = Path::root().key(name.clone()).key(sub);
                             errors.push(
-                                ConfigError::new(format!(
-                                    "`{path}` is already defined at {}",
-                                    at(first.span)
-                                ))
-                                .with_span(k.span)
-                                .with_path(path.to_string()),
+                                ConfigError::new(format!("`{path}` is already defined at {}", at(first.span)))
+                                    .with_span(k.span)
+                                    .with_path(path.to_string()),
                             );
                         } else {
                             entries.push((k, v));
@@ -266,11 +234,8 @@ fn merge(roots: Vec<Node>, sources: &SourceMap, errors: &mut Vec<ConfigError>) -
                     }
                 }
                 _ => {
-                    let how = if both_collections {
-                        format!(" as {existing_name} (here {new_name})")
-                    } else {
-                        String::new()
-                    };
+                    let how =
+                        if both_collections { format!(" as {existing_name} (here {new_name})") } else { String::new() };
                     errors.push(
                         ConfigError::new(format!(
                             "`{}` is already defined at {}{how}",

@@ -55,13 +55,7 @@ pub struct Node {
 impl Node {
     /// A node of `kind` at `span`, not substituted.
     pub fn new(kind: NodeKind, span: Span) -> Self {
-        Node {
-            kind,
-            span,
-            substituted: false,
-            raw: None,
-            secrets: Vec::new(),
-        }
+        Node { kind, span, substituted: false, raw: None, secrets: Vec::new() }
     }
 
     /// Builds a node from a plain (unquoted) scalar, resolving it by the YAML 1.2 core schema.
@@ -99,10 +93,7 @@ impl Node {
     /// The value under `key` if this is a mapping that has it.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
-            NodeKind::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            NodeKind::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -204,10 +195,8 @@ fn element_label(node: &Node) -> Option<String> {
 }
 
 fn push_key(out: &mut String, key: &str) {
-    let needs_quotes = key.is_empty()
-        || key
-            .chars()
-            .any(|c| matches!(c, '.' | '[' | ']' | '"' | '\'') || c.is_whitespace());
+    let needs_quotes =
+        key.is_empty() || key.chars().any(|c| matches!(c, '.' | '[' | ']' | '"' | '\'') || c.is_whitespace());
     if needs_quotes {
         out.push_str(&format!("[{key:?}]"));
     } else {
@@ -293,8 +282,7 @@ fn is_core_float(s: &str) -> bool {
         Some((int, frac)) => is_digits(int, 10) && (frac.is_empty() || is_digits(frac, 10)),
         None => is_digits(mantissa, 10),
     };
-    let exponent_ok =
-        exponent.is_none_or(|e| is_digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
+    let exponent_ok = exponent.is_none_or(|e| is_digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
     mantissa_ok && exponent_ok
 }
 

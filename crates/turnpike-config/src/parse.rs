@@ -30,9 +30,7 @@ pub(crate) fn parse(file: FileId, text: &str) -> (Option<Node>, Vec<ConfigError>
     };
     match builder.run(text) {
         Ok(()) => {
-            let root = builder
-                .root
-                .unwrap_or_else(|| Node::new(NodeKind::Null, Span::point(file, 1, 1)));
+            let root = builder.root.unwrap_or_else(|| Node::new(NodeKind::Null, Span::point(file, 1, 1)));
             (Some(root), builder.errors)
         }
         Err(error) => {
@@ -107,11 +105,7 @@ impl Builder {
                 }
                 Event::SequenceStart(anchor, tag) => {
                     self.check_collection_tag(tag.as_deref(), "seq", start);
-                    self.stack.push(Frame::Seq {
-                        items: Vec::new(),
-                        span: start,
-                        anchor,
-                    });
+                    self.stack.push(Frame::Seq { items: Vec::new(), span: start, anchor });
                 }
                 Event::MappingStart(anchor, tag) => {
                     self.check_collection_tag(tag.as_deref(), "map", start);
@@ -125,17 +119,10 @@ impl Builder {
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
                     let (node, anchor) = match self.stack.pop() {
-                        Some(Frame::Seq {
-                            items,
-                            span,
-                            anchor,
-                        }) => (Node::new(NodeKind::Seq(items), span), anchor),
-                        Some(Frame::Map {
-                            entries,
-                            span,
-                            anchor,
-                            ..
-                        }) => (Node::new(NodeKind::Map(entries), span), anchor),
+                        Some(Frame::Seq { items, span, anchor }) => (Node::new(NodeKind::Seq(items), span), anchor),
+                        Some(Frame::Map { entries, span, anchor, .. }) => {
+                            (Node::new(NodeKind::Map(entries), span), anchor)
+                        }
                         None => continue,
                     };
                     self.count(1)?;
@@ -173,9 +160,7 @@ impl Builder {
         };
         match &mut frame {
             Frame::Seq { items, .. } => items.push(node),
-            Frame::Map {
-                entries, key, seen, ..
-            } => match key.take() {
+            Frame::Map { entries, key, seen, .. } => match key.take() {
                 Some((key, false)) => entries.push((key, node)),
                 Some((_, true)) => {}
                 None => *key = Some(self.accept_key(node, seen)),
@@ -194,12 +179,9 @@ impl Builder {
         let text = key.as_str().unwrap_or_default().to_owned();
         if let Some(first) = seen.get(&text) {
             self.errors.push(
-                ConfigError::new(format!(
-                    "duplicate key `{text}` (first defined at line {})",
-                    first.line
-                ))
-                .with_span(key.span)
-                .with_help("each key may appear once in a mapping"),
+                ConfigError::new(format!("duplicate key `{text}` (first defined at line {})", first.line))
+                    .with_span(key.span)
+                    .with_help("each key may appear once in a mapping"),
             );
             return (key, true);
         }
@@ -231,10 +213,8 @@ impl Builder {
                             | ("null", Some(NodeKind::Null))
                     );
                     if !ok {
-                        self.errors.push(
-                            ConfigError::new(format!("`{value}` is not a valid `!!{suffix}`"))
-                                .with_span(span),
-                        );
+                        self.errors
+                            .push(ConfigError::new(format!("`{value}` is not a valid `!!{suffix}`")).with_span(span));
                     }
                     let mut node = plain(&mut self.errors);
                     if let (true, "float", NodeKind::Int(i)) = (ok, suffix, &node.kind) {
@@ -243,21 +223,13 @@ impl Builder {
                     node
                 }
                 other => {
-                    self.errors
-                        .push(unsupported_tag(&format!("!!{other}"), span));
+                    self.errors.push(unsupported_tag(&format!("!!{other}"), span));
                     plain(&mut self.errors)
                 }
             },
             Some(tag) => {
-                self.errors.push(unsupported_tag(
-                    &format!("{}{}", tag.handle, tag.suffix),
-                    span,
-                ));
-                if style == ScalarStyle::Plain {
-                    plain(&mut self.errors)
-                } else {
-                    quoted()
-                }
+                self.errors.push(unsupported_tag(&format!("{}{}", tag.handle, tag.suffix), span));
+                if style == ScalarStyle::Plain { plain(&mut self.errors) } else { quoted() }
             }
         }
     }
@@ -283,13 +255,7 @@ impl Builder {
         let (line, col) = line_col(start);
         let (end_line, end_col) = line_col(end);
         if end_line == line && end_col > col {
-            Span {
-                file: self.file,
-                line,
-                col,
-                end_line,
-                end_col,
-            }
+            Span { file: self.file, line, col, end_line, end_col }
         } else {
             Span::point(self.file, line, col)
         }
@@ -297,9 +263,9 @@ impl Builder {
 }
 
 fn unsupported_tag(tag: &str, span: Span) -> ConfigError {
-    ConfigError::new(format!("unsupported tag `{tag}`"))
-        .with_span(span)
-        .with_help("only the core tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq` and `!!map` are understood")
+    ConfigError::new(format!("unsupported tag `{tag}`")).with_span(span).with_help(
+        "only the core tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq` and `!!map` are understood",
+    )
 }
 
 fn line_col(marker: Marker) -> (u32, u32) {
@@ -312,11 +278,7 @@ fn line_col(marker: Marker) -> (u32, u32) {
 fn key_error(node: &Node) -> Option<ConfigError> {
     match node.kind {
         NodeKind::Null | NodeKind::Seq(_) | NodeKind::Map(_) => Some(
-            ConfigError::new(format!(
-                "mapping keys must be strings, found {}",
-                node.kind_name()
-            ))
-            .with_span(node.span),
+            ConfigError::new(format!("mapping keys must be strings, found {}", node.kind_name())).with_span(node.span),
         ),
         _ => None,
     }
@@ -326,20 +288,14 @@ fn key_error(node: &Node) -> Option<ConfigError> {
 fn string_key(node: Node) -> Node {
     match node.kind {
         NodeKind::Str(..) => node,
-        _ => Node::new(
-            NodeKind::Str(node.scalar_text().unwrap_or_default(), StrStyle::Plain),
-            node.span,
-        ),
+        _ => Node::new(NodeKind::Str(node.scalar_text().unwrap_or_default(), StrStyle::Plain), node.span),
     }
 }
 
 fn count_nodes(node: &Node) -> usize {
     1 + match &node.kind {
         NodeKind::Seq(items) => items.iter().map(count_nodes).sum(),
-        NodeKind::Map(entries) => entries
-            .iter()
-            .map(|(k, v)| count_nodes(k) + count_nodes(v))
-            .sum(),
+        NodeKind::Map(entries) => entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum(),
         _ => 0,
     }
 }

@@ -23,10 +23,7 @@ pub fn from_node<T: DeserializeOwned>(root: &Node) -> (Option<T>, Vec<ConfigErro
 }
 
 /// [`from_node`] with some nodes already dropped (those whose substitution failed).
-pub(crate) fn recover<T: DeserializeOwned>(
-    root: &Node,
-    mut removed: Removed,
-) -> (Option<T>, Vec<ConfigError>) {
+pub(crate) fn recover<T: DeserializeOwned>(root: &Node, mut removed: Removed) -> (Option<T>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     // Every round drops one more node, so the tree's size bounds the rounds; the limit is a
     // second guard.
@@ -47,9 +44,7 @@ pub(crate) fn recover<T: DeserializeOwned>(
         if report {
             errors.push(to_config_error(root, &error));
             if errors.len() >= MAX_ERRORS {
-                errors.push(ConfigError::new(format!(
-                    "too many errors, stopped after {MAX_ERRORS}"
-                )));
+                errors.push(ConfigError::new(format!("too many errors, stopped after {MAX_ERRORS}")));
                 return (None, errors);
             }
         }
@@ -99,11 +94,6 @@ fn to_config_error(root: &Node, error: &DeError) -> ConfigError {
             span: Some(loc.span),
             help,
         },
-        None => ConfigError {
-            message: error.message.clone(),
-            path: String::new(),
-            span: Some(root.span),
-            help,
-        },
+        None => ConfigError { message: error.message.clone(), path: String::new(), span: Some(root.span), help },
     }
 }

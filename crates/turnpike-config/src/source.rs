@@ -29,23 +29,13 @@ pub struct Span {
 impl Span {
     /// A one-character span at `line:col`.
     pub fn point(file: FileId, line: u32, col: u32) -> Self {
-        Span {
-            file,
-            line,
-            col,
-            end_line: line,
-            end_col: col + 1,
-        }
+        Span { file, line, col, end_line: line, end_col: col + 1 }
     }
 
     /// Number of characters to underline when the span is shown under its line: the span's
     /// width when it ends on the same line, else 1.
     pub fn width(&self) -> u32 {
-        if self.end_line == self.line && self.end_col > self.col {
-            self.end_col - self.col
-        } else {
-            1
-        }
+        if self.end_line == self.line && self.end_col > self.col { self.end_col - self.col } else { 1 }
     }
 }
 
@@ -65,9 +55,7 @@ pub struct SourceMap {
 
 impl std::fmt::Debug for SourceMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.files.iter().map(|file| &file.name))
-            .finish()
+        f.debug_list().entries(self.files.iter().map(|file| &file.name)).finish()
     }
 }
 
@@ -78,12 +66,7 @@ impl SourceMap {
     }
 
     /// Adds a file and returns its id. A leading byte-order mark is dropped from `text`.
-    pub fn add(
-        &mut self,
-        name: impl Into<String>,
-        text: impl Into<String>,
-        base_dir: impl Into<PathBuf>,
-    ) -> FileId {
+    pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>, base_dir: impl Into<PathBuf>) -> FileId {
         let mut text: String = text.into();
         if text.starts_with('\u{feff}') {
             text.drain(..'\u{feff}'.len_utf8());
@@ -91,12 +74,7 @@ impl SourceMap {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         let id = FileId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
-        self.files.push(SourceFile {
-            name: name.into(),
-            text,
-            base_dir: base_dir.into(),
-            line_starts,
-        });
+        self.files.push(SourceFile { name: name.into(), text, base_dir: base_dir.into(), line_starts });
         id
     }
 
@@ -120,10 +98,7 @@ impl SourceMap {
         let file = self.file(id)?;
         let idx = usize::try_from(n).ok()?.checked_sub(1)?;
         let start = *file.line_starts.get(idx)?;
-        let end = file
-            .line_starts
-            .get(idx + 1)
-            .map_or(file.text.len(), |next| next - 1);
+        let end = file.line_starts.get(idx + 1).map_or(file.text.len(), |next| next - 1);
         if start > file.text.len() || (start == file.text.len() && idx > 0 && end <= start) {
             return None;
         }

@@ -37,11 +37,7 @@ impl<T> Spanned<T> {
     /// Wraps a value with no known position (root path, default span), e.g. for defaults and
     /// tests.
     pub fn unspanned(value: T) -> Self {
-        Spanned {
-            value,
-            path: Path::root(),
-            span: Span::default(),
-        }
+        Spanned { value, path: Path::root(), span: Span::default() }
     }
 
     /// The value, dropping the position.
@@ -123,9 +119,7 @@ impl<'de> Deserialize<'de> for SegRepr {
                 Ok(SegRepr(PathSeg::Key(v.to_owned())))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<SegRepr, E> {
-                Ok(SegRepr(PathSeg::Index(
-                    usize::try_from(v).unwrap_or(usize::MAX),
-                )))
+                Ok(SegRepr(PathSeg::Index(usize::try_from(v).unwrap_or(usize::MAX))))
             }
         }
         deserializer.deserialize_any(SegVisitor)
@@ -151,19 +145,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
                     match key.as_str() {
                         SPANNED_SPAN => {
                             let (file, line, col, end_line, end_col) = map.next_value()?;
-                            span = Some(Span {
-                                file: FileId(file),
-                                line,
-                                col,
-                                end_line,
-                                end_col,
-                            });
+                            span = Some(Span { file: FileId(file), line, col, end_line, end_col });
                         }
                         SPANNED_PATH => {
                             let segs: Vec<SegRepr> = map.next_value()?;
-                            path = Some(Path::from(
-                                segs.into_iter().map(|s| s.0).collect::<Vec<_>>(),
-                            ));
+                            path = Some(Path::from(segs.into_iter().map(|s| s.0).collect::<Vec<_>>()));
                         }
                         SPANNED_VALUE => value = Some(map.next_value()?),
                         _ => {
@@ -175,9 +161,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
                 }
                 match (value, path, span) {
                     (Some(value), Some(path), Some(span)) => Ok(Spanned { value, path, span }),
-                    _ => Err(de::Error::custom(
-                        "Spanned values can only be read by the turnpike-config loader",
-                    )),
+                    _ => Err(de::Error::custom("Spanned values can only be read by the turnpike-config loader")),
                 }
             }
         }

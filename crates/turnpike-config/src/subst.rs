@@ -18,11 +18,7 @@ pub(crate) fn substitute(
     sources: &SourceMap,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> (Vec<ConfigError>, HashSet<Vec<u32>>) {
-    let mut walker = Walker {
-        sources,
-        env,
-        failures: Vec::new(),
-    };
+    let mut walker = Walker { sources, env, failures: Vec::new() };
     walker.walk(root, &Path::root(), &mut Vec::new());
     let mut removed = HashSet::new();
     let mut errors = Vec::new();
@@ -117,12 +113,7 @@ impl Walker<'_> {
     }
 
     fn fail(&mut self, path: &Path, idx: &[u32], message: String, help: Option<String>) {
-        self.failures.push(Failure {
-            path: path.clone(),
-            idx: idx.to_vec(),
-            message,
-            help,
-        });
+        self.failures.push(Failure { path: path.clone(), idx: idx.to_vec(), message, help });
     }
 }
 
@@ -204,9 +195,7 @@ fn lookup(
             (None, Some(default)) => Ok(default.to_owned()),
             (None, None) => Err((
                 format!("environment variable `{name}` is not set"),
-                Some(format!(
-                    "set it, or give a default: `${{env:{name}:-default}}`"
-                )),
+                Some(format!("set it, or give a default: `${{env:{name}:-default}}`")),
             )),
         }
     } else if let Some(file) = body.strip_prefix("file:") {
@@ -224,16 +213,17 @@ fn lookup(
             }
             Err(e) => Err((
                 format!("cannot read `${{file:{file}}}` ({}): {e}", full.display()),
-                (e.kind() == std::io::ErrorKind::NotFound).then(|| {
-                    "relative paths are resolved against the directory of the config file"
-                        .to_owned()
-                }),
+                (e.kind() == std::io::ErrorKind::NotFound)
+                    .then(|| "relative paths are resolved against the directory of the config file".to_owned()),
             )),
         }
     } else {
         Err((
             format!("unknown substitution `${{{expr}}}`"),
-            Some("use `${env:NAME}` or `${file:PATH}` (with `:-default` if wanted), or `$${` for a literal `${`".to_owned()),
+            Some(
+                "use `${env:NAME}` or `${file:PATH}` (with `:-default` if wanted), or `$${` for a literal `${`"
+                    .to_owned(),
+            ),
         ))
     }
 }

@@ -83,13 +83,8 @@ fn load<T: DeserializeOwned>(text: &str) -> Loaded<T> {
 }
 
 fn load_env<T: DeserializeOwned>(text: &str, vars: &[(&str, &str)]) -> Loaded<T> {
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    load_str("config.yaml", text, FsPath::new("."), &|name| {
-        vars.get(name).cloned()
-    })
+    let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    load_str("config.yaml", text, FsPath::new("."), &|name| vars.get(name).cloned())
 }
 
 /// `line:col path: message` for each error, for compact assertions.
@@ -108,10 +103,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "turnpike-config-test-{}-{name}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("turnpike-config-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)

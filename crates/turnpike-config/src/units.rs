@@ -39,7 +39,8 @@ const DURATION_UNITS: &[(&str, u128)] = &[
     ("ns", 1),
 ];
 
-const DURATION_HELP: &str = "a number followed by a unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), e.g. `5s`, `250ms` or `1m30s`";
+const DURATION_HELP: &str =
+    "a number followed by a unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), e.g. `5s`, `250ms` or `1m30s`";
 
 impl Duration {
     /// Zero.
@@ -81,14 +82,10 @@ impl FromStr for Duration {
     fn from_str(s: &str) -> Result<Self, UnitParseError> {
         let invalid = |why: &str| UnitParseError(format!("invalid duration `{s}`: {why}"));
         if s.is_empty() {
-            return Err(UnitParseError(format!(
-                "empty duration: expected {DURATION_HELP}"
-            )));
+            return Err(UnitParseError(format!("empty duration: expected {DURATION_HELP}")));
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(UnitParseError(format!(
-                "duration `{s}` has no unit: add one, e.g. `{s}s` or `{s}ms`"
-            )));
+            return Err(UnitParseError(format!("duration `{s}` has no unit: add one, e.g. `{s}s` or `{s}ms`")));
         }
         let mut rest = s;
         let mut total: u128 = 0;
@@ -98,21 +95,12 @@ impl FromStr for Duration {
             if digits == 0 {
                 return Err(invalid(&format!("expected {DURATION_HELP}")));
             }
-            let number: u128 = rest[..digits]
-                .parse()
-                .map_err(|_| invalid("number too large"))?;
+            let number: u128 = rest[..digits].parse().map_err(|_| invalid("number too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .char_indices()
-                .find(|(_, c)| !c.is_alphabetic())
-                .map_or(rest.len(), |(i, _)| i);
+            let unit_len = rest.char_indices().find(|(_, c)| !c.is_alphabetic()).map_or(rest.len(), |(i, _)| i);
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
-            let unit = if unit == "µs" || unit == "μs" {
-                "us"
-            } else {
-                unit
-            };
+            let unit = if unit == "µs" || unit == "μs" { "us" } else { unit };
             let Some(pos) = DURATION_UNITS.iter().position(|(name, _)| *name == unit) else {
                 return Err(if unit.is_empty() {
                     invalid("the last number has no unit")
@@ -121,9 +109,7 @@ impl FromStr for Duration {
                 });
             };
             if last_unit.is_some_and(|last| pos <= last) {
-                return Err(invalid(
-                    "units must go from largest to smallest, each once (`1h30m`)",
-                ));
+                return Err(invalid("units must go from largest to smallest, each once (`1h30m`)"));
             }
             last_unit = Some(pos);
             total = number
@@ -277,9 +263,7 @@ impl FromStr for ByteSize {
         let invalid = |why: &str| UnitParseError(format!("invalid size `{s}`: {why}"));
         let digits = s.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(invalid(
-                "expected a number of bytes with an optional unit, e.g. `512`, `64KiB`, `10MB`",
-            ));
+            return Err(invalid("expected a number of bytes with an optional unit, e.g. `512`, `64KiB`, `10MB`"));
         }
         let number: u64 = s[..digits].parse().map_err(|_| invalid("too large"))?;
         let unit = &s[digits..];
@@ -287,18 +271,12 @@ impl FromStr for ByteSize {
         if unit.is_empty() {
             return Ok(ByteSize(number));
         }
-        let Some((_, factor)) = BYTE_UNITS
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(unit))
-        else {
+        let Some((_, factor)) = BYTE_UNITS.iter().find(|(name, _)| name.eq_ignore_ascii_case(unit)) else {
             return Err(invalid(&format!(
                 "unknown unit `{unit}`, expected `B`, `KB`, `MB`, `GB`, `TB`, `KiB`, `MiB`, `GiB` or `TiB`"
             )));
         };
-        number
-            .checked_mul(*factor)
-            .map(ByteSize)
-            .ok_or_else(|| invalid("too large"))
+        number.checked_mul(*factor).map(ByteSize).ok_or_else(|| invalid("too large"))
     }
 }
 
@@ -325,9 +303,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         impl Visitor<'_> for SizeVisitor {
             type Value = ByteSize;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a size: a number of bytes with an optional unit, e.g. `512`, `64KiB`, `10MB`",
-                )
+                f.write_str("a size: a number of bytes with an optional unit, e.g. `512`, `64KiB`, `10MB`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 v.parse().map_err(E::custom)
@@ -336,9 +312,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| {
-                    E::custom(format_args!("invalid size `{v}`: must not be negative"))
-                })
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format_args!("invalid size `{v}`: must not be negative")))
             }
         }
         deserializer.deserialize_any(SizeVisitor)

@@ -168,10 +168,7 @@ impl GatewayError {
 
     /// Whether the connection to the client should be closed after answering (the request body may be unread).
     pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            GatewayError::PayloadTooLarge { .. } | GatewayError::ClientTimeout | GatewayError::ClientAborted
-        )
+        matches!(self, GatewayError::PayloadTooLarge { .. } | GatewayError::ClientTimeout | GatewayError::ClientAborted)
     }
 }
 

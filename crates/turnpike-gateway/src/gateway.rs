@@ -138,7 +138,9 @@ impl GatewayHandle {
         let access_log = if snapshot.server.access_log {
             match options.access_log {
                 AccessLogSink::Stdout => AccessLog::stdout(),
-                AccessLogSink::Writer(make) => AccessLog::to_writer(make, turnpike_telemetry::access_log::DEFAULT_QUEUE),
+                AccessLogSink::Writer(make) => {
+                    AccessLog::to_writer(make, turnpike_telemetry::access_log::DEFAULT_QUEUE)
+                }
             }
         } else {
             AccessLog::disabled()
@@ -182,7 +184,9 @@ impl GatewayHandle {
         if let Some(path) = watch_file {
             match crate::watch::spawn(path, self.clone()) {
                 Ok(task) => tasks.push(task),
-                Err(err) => tracing::warn!(error = %err, "cannot watch the config file; reload with SIGHUP or `turnpike reload`"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot watch the config file; reload with SIGHUP or `turnpike reload`")
+                }
             }
         }
     }
@@ -198,15 +202,15 @@ impl GatewayHandle {
         }
         let generation = gw.generation.load(Ordering::Relaxed) + 1;
         let source = lock(&gw.source).clone();
-        let result = config::load_and_compile(&source, &gw.state, generation)
-            .map_err(ReloadError::Config)
-            .and_then(|snapshot| {
+        let result = config::load_and_compile(&source, &gw.state, generation).map_err(ReloadError::Config).and_then(
+            |snapshot| {
                 let mut listeners = lock(&gw.listeners);
                 let prepared = listeners.prepare(&snapshot.listeners)?;
                 gw.snapshot.store(Arc::new(snapshot));
                 listeners.commit(prepared, gw, &lock(&gw.workers));
                 Ok(generation)
-            });
+            },
+        );
         let mut status = lock(&gw.status);
         match &result {
             Ok(generation) => {

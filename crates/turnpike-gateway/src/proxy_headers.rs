@@ -155,7 +155,12 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 }
 
 /// Prepares an upstream response's headers for the client.
-pub(crate) fn prepare_response(headers: &mut HeaderMap, settings: &ServerSettings, upstream_version: Version, id: &RequestId) {
+pub(crate) fn prepare_response(
+    headers: &mut HeaderMap,
+    settings: &ServerSettings,
+    upstream_version: Version,
+    id: &RequestId,
+) {
     remove_hop_by_hop(headers);
     if headers.contains_key(PROXY_AUTHENTICATE) {
         headers.remove(PROXY_AUTHENTICATE);
@@ -252,7 +257,12 @@ mod tests {
     }
 
     fn peer(ip: &str) -> Peer {
-        Peer::new(format!("{ip}:40000").parse().unwrap(), "127.0.0.1:8080".parse().unwrap(), Arc::from("l"), turnpike_core::Scheme::Http)
+        Peer::new(
+            format!("{ip}:40000").parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            Arc::from("l"),
+            turnpike_core::Scheme::Http,
+        )
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -291,7 +301,8 @@ mod tests {
     fn untrusted_peer_cannot_spoof_forwarding_headers() {
         let s = settings(&[]);
         let p = peer("203.0.113.9");
-        let mut h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("host", "api.example.com")]);
+        let mut h =
+            headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("host", "api.example.com")]);
         let id = RequestId::generate();
         prepare_request(&mut h, &Forwarding { settings: &s, peer: &p, version: Version::HTTP_11, request_id: &id });
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");

@@ -107,7 +107,12 @@ impl Drop for Tracked<'_> {
 }
 
 /// Serves `stream` until the client closes it, a deadline expires, or shutdown drains it.
-pub(crate) async fn serve(gateway: Arc<Gateway>, stream: TcpStream, peer_addr: SocketAddr, listener: Arc<ListenerSettings>) {
+pub(crate) async fn serve(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    listener: Arc<ListenerSettings>,
+) {
     let connections = gateway.connections.clone();
     let _tracked = connections.track();
     let _ = stream.set_nodelay(true);

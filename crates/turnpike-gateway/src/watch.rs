@@ -20,7 +20,8 @@ pub(crate) fn spawn(path: PathBuf, handle: GatewayHandle) -> notify::Result<Join
     let gateway: Weak<Gateway> = handle.downgrade();
     drop(handle);
     let (tx, mut rx) = mpsc::channel::<()>(16);
-    let watched_dir = if path.is_dir() { path.clone() } else { path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) };
+    let watched_dir =
+        if path.is_dir() { path.clone() } else { path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) };
     let watched_dir = if watched_dir.as_os_str().is_empty() { PathBuf::from(".") } else { watched_dir };
     let file_name = (!path.is_dir()).then(|| path.file_name().map(|n| n.to_os_string())).flatten();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -18,45 +18,15 @@ fn routes() -> Vec<RouteSpec<usize>> {
         let host = format!("svc{h}.example.com");
         for j in 0..PER_HOST {
             let (path, methods, beta) = match j % 10 {
-                0..=3 => (
-                    PathMatch::Template(format!("/svc{j}/v1/items/{{id}}")),
-                    vec![Method::GET],
-                    false,
-                ),
-                4 | 5 => (
-                    PathMatch::Exact(format!("/svc{j}/v1/health")),
-                    vec![],
-                    false,
-                ),
-                6 => (
-                    PathMatch::Template(format!("/svc{j}/v1/items/{{id}}/{{*rest}}")),
-                    vec![],
-                    false,
-                ),
-                7 => (
-                    PathMatch::Prefix(format!("/svc{j}/static")),
-                    vec![Method::GET],
-                    false,
-                ),
-                8 => (
-                    PathMatch::Template(format!("/svc{j}/v2/items/{{id}}")),
-                    vec![Method::GET, Method::POST],
-                    true,
-                ),
-                _ if j == 9 => (
-                    PathMatch::Regex(format!("/svc{j}/legacy/(?P<id>[0-9]+)")),
-                    vec![],
-                    false,
-                ),
-                _ => (
-                    PathMatch::Exact(format!("/svc{j}/v1/items")),
-                    vec![Method::POST],
-                    false,
-                ),
+                0..=3 => (PathMatch::Template(format!("/svc{j}/v1/items/{{id}}")), vec![Method::GET], false),
+                4 | 5 => (PathMatch::Exact(format!("/svc{j}/v1/health")), vec![], false),
+                6 => (PathMatch::Template(format!("/svc{j}/v1/items/{{id}}/{{*rest}}")), vec![], false),
+                7 => (PathMatch::Prefix(format!("/svc{j}/static")), vec![Method::GET], false),
+                8 => (PathMatch::Template(format!("/svc{j}/v2/items/{{id}}")), vec![Method::GET, Method::POST], true),
+                _ if j == 9 => (PathMatch::Regex(format!("/svc{j}/legacy/(?P<id>[0-9]+)")), vec![], false),
+                _ => (PathMatch::Exact(format!("/svc{j}/v1/items")), vec![Method::POST], false),
             };
-            let mut spec = RouteSpec::new(path, specs.len())
-                .hosts([host.clone()])
-                .methods(methods);
+            let mut spec = RouteSpec::new(path, specs.len()).hosts([host.clone()]).methods(methods);
             if beta {
                 spec = spec.header(HeaderName::from_static("x-beta"), ValueMatch::Present);
             }
@@ -64,14 +34,10 @@ fn routes() -> Vec<RouteSpec<usize>> {
         }
     }
     let n = specs.len();
-    specs
-        .push(RouteSpec::new(PathMatch::Prefix("/.well-known".into()), n).hosts(["*.example.com"]));
+    specs.push(RouteSpec::new(PathMatch::Prefix("/.well-known".into()), n).hosts(["*.example.com"]));
     specs.push(RouteSpec::new(PathMatch::Exact("/healthz".into()), n + 1));
     specs.push(RouteSpec::new(PathMatch::Exact("/metrics".into()), n + 2).methods([Method::GET]));
-    specs.push(RouteSpec::new(
-        PathMatch::Template("/debug/{what}".into()),
-        n + 3,
-    ));
+    specs.push(RouteSpec::new(PathMatch::Template("/debug/{what}".into()), n + 3));
     specs
 }
 
@@ -84,12 +50,7 @@ struct Req {
 
 impl Req {
     fn new(host: &str, path: &str) -> Req {
-        Req {
-            host: host.into(),
-            path: path.into(),
-            method: Method::GET,
-            headers: HeaderMap::new(),
-        }
+        Req { host: host.into(), path: path.into(), method: Method::GET, headers: HeaderMap::new() }
     }
     fn view(&self) -> RequestView<'_> {
         RequestView {
@@ -103,23 +64,15 @@ impl Req {
 }
 
 fn expect_hit(router: &Router<usize>, req: &Req) {
-    assert!(
-        matches!(router.select(&req.view()), Selection::Matched(_)),
-        "{} {} should match",
-        req.host,
-        req.path
-    );
+    assert!(matches!(router.select(&req.view()), Selection::Matched(_)), "{} {} should match", req.host, req.path);
 }
 
 fn bench_select(c: &mut Criterion) {
     let specs = routes();
     let count = specs.len();
     let big = Router::build(specs).expect("bench routes are valid");
-    let one = Router::build(vec![RouteSpec::new(
-        PathMatch::Template("/svc52/v1/items/{id}".into()),
-        0,
-    )])
-    .expect("bench routes are valid");
+    let one = Router::build(vec![RouteSpec::new(PathMatch::Template("/svc52/v1/items/{id}".into()), 0)])
+        .expect("bench routes are valid");
 
     let host = "svc42.example.com";
     let template = Req::new(host, "/svc52/v1/items/12345");
@@ -142,9 +95,7 @@ fn bench_select(c: &mut Criterion) {
         ("miss-404", &miss),
     ] {
         let view = req.view();
-        g.bench_function(name, |b| {
-            b.iter(|| matches!(big.select(black_box(&view)), Selection::Matched(_)))
-        });
+        g.bench_function(name, |b| b.iter(|| matches!(big.select(black_box(&view)), Selection::Matched(_))));
     }
     g.finish();
     let view = template.view();
@@ -186,10 +137,7 @@ fn percentiles() {
         for view in &views {
             let start = std::time::Instant::now();
             for _ in 0..16 {
-                black_box(matches!(
-                    router.select(black_box(view)),
-                    Selection::Matched(_)
-                ));
+                black_box(matches!(router.select(black_box(view)), Selection::Matched(_)));
             }
             samples.push(start.elapsed().as_nanos() as f64 / 16.0);
         }

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use crate::error::{BuildError, BuildErrorKind};
 use crate::host::{HostKey, parse_host};
 use crate::methods::MethodSet;
-use crate::pattern::{
-    Seg, anchored_regex, check_normalized, parse_prefix, parse_template, regex_names, shape,
-};
+use crate::pattern::{Seg, anchored_regex, check_normalized, parse_prefix, parse_template, regex_names, shape};
 use crate::router::{Group, NONE, Node, RegexEntry, RegexGroup, Route, Router, Span};
 use crate::rules::{HeaderCheck, QueryCheck};
 use crate::spec::{PathMatch, RouteSpec, ValueMatch};
@@ -35,11 +33,7 @@ enum PathKind {
     Exact,
     Template(Vec<Seg>),
     Prefix(Vec<String>),
-    Regex {
-        regex: regex::Regex,
-        anchored: String,
-        first: usize,
-    },
+    Regex { regex: regex::Regex, anchored: String, first: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,21 +90,13 @@ pub(crate) fn cmp_template(x: &[Seg], y: &[Seg]) -> Ordering {
 
 pub(crate) fn build<T>(specs: Vec<RouteSpec<T>>) -> Result<Router<T>, Vec<BuildError>> {
     let mut errors = Vec::new();
-    let mut compiled: Vec<Option<Compiled>> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| compile_route(i, s, &mut errors))
-        .collect();
+    let mut compiled: Vec<Option<Compiled>> =
+        specs.iter().enumerate().map(|(i, s)| compile_route(i, s, &mut errors)).collect();
 
     // A regex pattern ranks by the index of the first route declaring it.
     let mut first_decl: HashMap<String, usize> = HashMap::new();
     for (i, c) in compiled.iter_mut().enumerate() {
-        if let Some(Compiled {
-            path: PathKind::Regex { first, .. },
-            path_key: PathKey::Regex(p),
-            ..
-        }) = c
-        {
+        if let Some(Compiled { path: PathKind::Regex { first, .. }, path_key: PathKey::Regex(p), .. }) = c {
             *first = *first_decl.entry(p.clone()).or_insert(i);
         }
     }
@@ -124,11 +110,7 @@ pub(crate) fn build<T>(specs: Vec<RouteSpec<T>>) -> Result<Router<T>, Vec<BuildE
     assemble(specs, compiled)
 }
 
-fn compile_route<T>(
-    i: usize,
-    spec: &RouteSpec<T>,
-    errors: &mut Vec<BuildError>,
-) -> Option<Compiled> {
+fn compile_route<T>(i: usize, spec: &RouteSpec<T>, errors: &mut Vec<BuildError>) -> Option<Compiled> {
     let before = errors.len();
 
     let mut hosts: Vec<(usize, HostKey)> = Vec::new();
@@ -136,11 +118,7 @@ fn compile_route<T>(
         match parse_host(raw) {
             Ok(key) => match hosts.iter().find(|(_, k)| *k == key) {
                 Some((prev, _)) => {
-                    errors.push(BuildError::invalid(
-                        i,
-                        format!("hosts[{j}]"),
-                        format!("duplicate of hosts[{prev}]"),
-                    ));
+                    errors.push(BuildError::invalid(i, format!("hosts[{j}]"), format!("duplicate of hosts[{prev}]")));
                 }
                 None => hosts.push((j, key)),
             },
@@ -154,8 +132,9 @@ fn compile_route<T>(
     hosts.sort();
 
     let path = match &spec.path {
-        PathMatch::Exact(p) => check_normalized(p)
-            .map(|()| (PathKind::Exact, PathKey::Exact(p.clone()), vec![], vec![])),
+        PathMatch::Exact(p) => {
+            check_normalized(p).map(|()| (PathKind::Exact, PathKey::Exact(p.clone()), vec![], vec![]))
+        }
         PathMatch::Template(t) => parse_template(t).map(|tp| {
             let key = PathKey::Template(shape(&tp.segs));
             (PathKind::Template(tp.segs), key, tp.names, vec![])
@@ -166,25 +145,13 @@ fn compile_route<T>(
         }),
         PathMatch::Regex(r) => anchored_regex(r).map(|(regex, anchored)| {
             let (groups, names) = regex_names(&regex).into_iter().unzip();
-            (
-                PathKind::Regex {
-                    regex,
-                    anchored,
-                    first: i,
-                },
-                PathKey::Regex(r.clone()),
-                names,
-                groups,
-            )
+            (PathKind::Regex { regex, anchored, first: i }, PathKey::Regex(r.clone()), names, groups)
         }),
     };
-    let path = path
-        .map_err(|msg| errors.push(BuildError::invalid(i, "path", msg)))
-        .ok();
+    let path = path.map_err(|msg| errors.push(BuildError::invalid(i, "path", msg))).ok();
 
-    let methods = MethodSet::from_list(&spec.methods)
-        .map_err(|m| errors.push(BuildError::invalid(i, "methods", m)))
-        .ok();
+    let methods =
+        MethodSet::from_list(&spec.methods).map_err(|m| errors.push(BuildError::invalid(i, "methods", m))).ok();
 
     let mut rules_key: Vec<(RuleKey, String)> = Vec::new();
     let mut check_rule = |errors: &mut Vec<BuildError>, key: RuleKey, field: String| {
@@ -193,11 +160,7 @@ fn compile_route<T>(
                 continue;
             }
             if *prev == key {
-                errors.push(BuildError::invalid(
-                    i,
-                    field.clone(),
-                    format!("duplicate of {prev_field}"),
-                ));
+                errors.push(BuildError::invalid(i, field.clone(), format!("duplicate of {prev_field}")));
                 return;
             }
             if (prev.2 == ValueMatch::Absent) != (key.2 == ValueMatch::Absent) {
@@ -219,11 +182,7 @@ fn compile_route<T>(
             Ok(c) => headers.push(c),
             Err(msg) => errors.push(BuildError::invalid(i, field.clone(), msg)),
         }
-        check_rule(
-            errors,
-            (0, h.name.as_str().to_owned(), h.rule.clone()),
-            field,
-        );
+        check_rule(errors, (0, h.name.as_str().to_owned(), h.rule.clone()), field);
     }
     let mut query = Vec::with_capacity(spec.query.len());
     for (j, q) in spec.query.iter().enumerate() {
@@ -241,17 +200,7 @@ fn compile_route<T>(
     let (path, path_key, names, regex_groups) = path?;
     let mut rules_key: Vec<RuleKey> = rules_key.into_iter().map(|(k, _)| k).collect();
     rules_key.sort();
-    Some(Compiled {
-        hosts,
-        path,
-        path_key,
-        methods: methods?,
-        headers,
-        query,
-        rules_key,
-        names,
-        regex_groups,
-    })
+    Some(Compiled { hosts, path, path_key, methods: methods?, headers, query, rules_key, names, regex_groups })
 }
 
 /// Route indices of one (path matcher, rules) bucket per host group, in declaration order.
@@ -278,19 +227,12 @@ fn check_shadowing(compiled: &[Option<Compiled>], errors: &mut Vec<BuildError>) 
         let Some(by_host) = buckets.get(&(&b.path_key, &b.rules_key[..])) else {
             continue;
         };
-        let earlier = |h: &HostKey| {
-            by_host
-                .get(h)
-                .into_iter()
-                .flatten()
-                .copied()
-                .take_while(move |&a| a < i)
-        };
+        let earlier = |h: &HostKey| by_host.get(h).into_iter().flatten().copied().take_while(move |&a| a < i);
 
-        let duplicate = b.hosts.first().and_then(|h| {
-            earlier(h)
-                .find(|&a| get(a).is_some_and(|a| a.hosts == b.hosts && a.methods == b.methods))
-        });
+        let duplicate = b
+            .hosts
+            .first()
+            .and_then(|h| earlier(h).find(|&a| get(a).is_some_and(|a| a.hosts == b.hosts && a.methods == b.methods)));
         if let Some(of) = duplicate {
             errors.push(BuildError {
                 route: i,
@@ -305,11 +247,7 @@ fn check_shadowing(compiled: &[Option<Compiled>], errors: &mut Vec<BuildError>) 
         // list only to an earlier route whose list includes all of its methods (an
         // any-method route ranks after it).
         let shadows = |a: &Compiled| {
-            if b.methods.is_any() {
-                a.methods.is_any()
-            } else {
-                !a.methods.is_any() && a.methods.includes(&b.methods)
-            }
+            if b.methods.is_any() { a.methods.is_any() } else { !a.methods.is_any() && a.methods.includes(&b.methods) }
         };
         let mut shadowed_by = None;
         let mut everywhere = true;
@@ -391,16 +329,10 @@ impl Trie {
 fn push_span(lists: &mut Vec<u32>, ids: &[u32]) -> Span {
     let start = lists.len() as u32;
     lists.extend_from_slice(ids);
-    Span {
-        start,
-        end: lists.len() as u32,
-    }
+    Span { start, end: lists.len() as u32 }
 }
 
-fn assemble<T>(
-    specs: Vec<RouteSpec<T>>,
-    compiled: Vec<Compiled>,
-) -> Result<Router<T>, Vec<BuildError>> {
+fn assemble<T>(specs: Vec<RouteSpec<T>>, compiled: Vec<Compiled>) -> Result<Router<T>, Vec<BuildError>> {
     let mut group_of: HashMap<HostKey, usize> = HashMap::new();
     let mut members: Vec<(HostKey, Vec<usize>)> = Vec::new();
     for (i, c) in compiled.iter().enumerate() {
@@ -414,10 +346,7 @@ fn assemble<T>(
     }
 
     let mut errors = Vec::new();
-    let mut trie = Trie {
-        nodes: Vec::new(),
-        edges: HashMap::new(),
-    };
+    let mut trie = Trie { nodes: Vec::new(), edges: HashMap::new() };
     let mut lists = Vec::new();
     let mut exact_entries = Vec::new();
     let mut exact_lists = Vec::new();
@@ -455,11 +384,7 @@ fn assemble<T>(
                         }
                     }
                     let n = &mut trie.nodes[node as usize];
-                    if catch_all {
-                        n.catch_all.push(r as u32)
-                    } else {
-                        n.end.push(r as u32)
-                    }
+                    if catch_all { n.catch_all.push(r as u32) } else { n.end.push(r as u32) }
                 }
                 PathKind::Prefix(segs) => {
                     let mut node = prefix_root;
@@ -468,9 +393,7 @@ fn assemble<T>(
                     }
                     trie.nodes[node as usize].prefix.push(r as u32);
                 }
-                PathKind::Regex {
-                    regex, anchored, ..
-                } => match regexes.last_mut() {
+                PathKind::Regex { regex, anchored, .. } => match regexes.last_mut() {
                     Some(last) if last.0 == anchored => last.2.push(r as u32),
                     _ => regexes.push((anchored, regex, vec![r as u32], r)),
                 },
@@ -489,20 +412,14 @@ fn assemble<T>(
                     set,
                     entries: regexes
                         .iter()
-                        .map(|(_, re, ids, _)| RegexEntry {
-                            regex: (*re).clone(),
-                            routes: push_span(&mut lists, ids),
-                        })
+                        .map(|(_, re, ids, _)| RegexEntry { regex: (*re).clone(), routes: push_span(&mut lists, ids) })
                         .collect(),
                 }),
                 Err(e) => {
                     errors.push(BuildError::invalid(
                         regexes[0].3,
                         "path",
-                        format!(
-                            "the regexes of host group `{}` do not compile together: {e}",
-                            key.group()
-                        ),
+                        format!("the regexes of host group `{}` do not compile together: {e}", key.group()),
                     ));
                     None
                 }
@@ -533,13 +450,7 @@ fn assemble<T>(
             prefix: push_span(&mut lists, &n.prefix),
         })
         .collect();
-    let children = StrTable::build(
-        trie.edges
-            .into_iter()
-            .map(|((p, s), c)| (p, s, c))
-            .collect(),
-        false,
-    );
+    let children = StrTable::build(trie.edges.into_iter().map(|((p, s), c)| (p, s, c)).collect(), false);
 
     let mut exact_hosts = Vec::new();
     let mut wildcard_hosts = Vec::new();

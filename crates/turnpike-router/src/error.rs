@@ -37,17 +37,8 @@ pub enum BuildErrorKind {
 }
 
 impl BuildError {
-    pub(crate) fn invalid(
-        route: usize,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        BuildError {
-            route,
-            field: field.into(),
-            kind: BuildErrorKind::Invalid,
-            message: message.into(),
-        }
+    pub(crate) fn invalid(route: usize, field: impl Into<String>, message: impl Into<String>) -> Self {
+        BuildError { route, field: field.into(), kind: BuildErrorKind::Invalid, message: message.into() }
     }
 }
 

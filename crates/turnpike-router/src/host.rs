@@ -61,11 +61,9 @@ pub(crate) fn parse_host(raw: &str) -> Result<HostKey, String> {
         return Err("`*` is only allowed as the leading `*.` label (`*.example.com`)".into());
     }
     if let Some(inner) = raw.strip_prefix('[') {
-        let ok = inner.strip_suffix(']').is_some_and(|a| {
-            !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        });
+        let ok = inner
+            .strip_suffix(']')
+            .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'));
         if !ok {
             return Err(format!("invalid IPv6 literal `{raw}`"));
         }
@@ -81,22 +79,13 @@ fn check_name(name: &str) -> Result<(), String> {
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err(format!(
-                "empty label in `{name}` (leading, trailing or doubled `.`)"
-            ));
+            return Err(format!("empty label in `{name}` (leading, trailing or doubled `.`)"));
         }
         if label.len() > 63 {
             return Err(format!("label `{label}` is longer than 63 characters"));
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            let hint = if c == ':' {
-                " (hosts must not include a port)"
-            } else {
-                ""
-            };
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            let hint = if c == ':' { " (hosts must not include a port)" } else { "" };
             return Err(format!("invalid character `{c}` in host `{name}`{hint}"));
         }
     }

@@ -42,11 +42,7 @@ pub(crate) struct MethodSet {
 impl MethodSet {
     /// Builds the set; a method listed twice is an error naming it.
     pub(crate) fn from_list(list: &[Method]) -> Result<MethodSet, String> {
-        let mut set = MethodSet {
-            any: list.is_empty(),
-            bits: 0,
-            ext: Vec::new(),
-        };
+        let mut set = MethodSet { any: list.is_empty(), bits: 0, ext: Vec::new() };
         for (i, m) in list.iter().enumerate() {
             if list[..i].contains(m) {
                 return Err(format!("method `{m}` is listed twice"));
@@ -77,10 +73,7 @@ impl MethodSet {
 
     /// Whether every request `other` accepts, `self` accepts too.
     pub(crate) fn includes(&self, other: &MethodSet) -> bool {
-        self.any
-            || (!other.any
-                && other.bits & !self.bits == 0
-                && other.ext.iter().all(|m| self.ext.contains(m)))
+        self.any || (!other.any && other.bits & !self.bits == 0 && other.ext.iter().all(|m| self.ext.contains(m)))
     }
 }
 
@@ -103,12 +96,8 @@ impl<'r> Allowed<'r> {
 
     /// Sorted (alphabetically), deduplicated, with `HEAD` wherever `GET` is.
     pub(crate) fn into_vec(self) -> Vec<Method> {
-        let mut out: Vec<Method> = STANDARD
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.bits & (1 << i) != 0)
-            .map(|(_, m)| m.clone())
-            .collect();
+        let mut out: Vec<Method> =
+            STANDARD.iter().enumerate().filter(|(i, _)| self.bits & (1 << i) != 0).map(|(_, m)| m.clone()).collect();
         out.extend(self.ext.into_iter().cloned());
         out.sort();
         out.dedup();

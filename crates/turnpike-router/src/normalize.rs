@@ -55,11 +55,7 @@ impl std::error::Error for PathError {}
 /// Returns `Cow::Borrowed` (no allocation) when the path is already normal, which one pass over the
 /// bytes decides.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
-    if scan(raw.as_bytes())? {
-        Ok(Cow::Owned(rewrite(raw)))
-    } else {
-        Ok(Cow::Borrowed(raw))
-    }
+    if scan(raw.as_bytes())? { Ok(Cow::Owned(rewrite(raw))) } else { Ok(Cow::Borrowed(raw)) }
 }
 
 /// Validates `b` and says whether it needs rewriting.
@@ -84,8 +80,7 @@ fn scan(b: &[u8]) -> Result<bool, PathError> {
                 let (Some(h), Some(l)) = (hex(*hi), hex(*lo)) else {
                     return Err(PathError::InvalidEscape { at: i });
                 };
-                dirty |=
-                    is_unreserved(h << 4 | l) || hi.is_ascii_lowercase() || lo.is_ascii_lowercase();
+                dirty |= is_unreserved(h << 4 | l) || hi.is_ascii_lowercase() || lo.is_ascii_lowercase();
                 i += 3;
                 continue;
             }

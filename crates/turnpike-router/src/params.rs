@@ -25,28 +25,14 @@ impl<'r, 'q> Params<'r, 'q> {
     /// No params (exact and prefix matches).
     #[inline]
     pub(crate) fn empty(path: &'q str) -> Self {
-        Params {
-            names: &[],
-            path,
-            inline: [ABSENT; INLINE_PARAMS],
-            spill: Vec::new(),
-        }
+        Params { names: &[], path, inline: [ABSENT; INLINE_PARAMS], spill: Vec::new() }
     }
 
     /// Room for one value per name, all absent until [`Params::set`].
     #[inline]
     pub(crate) fn with_names(names: &'r [Box<str>], path: &'q str) -> Self {
-        let spill = if names.len() > INLINE_PARAMS {
-            vec![ABSENT; names.len() - INLINE_PARAMS]
-        } else {
-            Vec::new()
-        };
-        Params {
-            names,
-            path,
-            inline: [ABSENT; INLINE_PARAMS],
-            spill,
-        }
+        let spill = if names.len() > INLINE_PARAMS { vec![ABSENT; names.len() - INLINE_PARAMS] } else { Vec::new() };
+        Params { names, path, inline: [ABSENT; INLINE_PARAMS], spill }
     }
 
     /// Sets the value of the `i`-th name to `path[start..end]` (the router only selects paths
@@ -62,16 +48,8 @@ impl<'r, 'q> Params<'r, 'q> {
     }
 
     fn value(&self, i: usize) -> Option<&'q str> {
-        let (start, end) = if i < INLINE_PARAMS {
-            self.inline[i]
-        } else {
-            *self.spill.get(i - INLINE_PARAMS)?
-        };
-        if start == u32::MAX {
-            None
-        } else {
-            self.path.get(start as usize..end as usize)
-        }
+        let (start, end) = if i < INLINE_PARAMS { self.inline[i] } else { *self.spill.get(i - INLINE_PARAMS)? };
+        if start == u32::MAX { None } else { self.path.get(start as usize..end as usize) }
     }
 
     /// The value captured for `name`, or `None` if the route has no such param (or its optional
@@ -94,10 +72,7 @@ impl<'r, 'q> Params<'r, 'q> {
 
     /// `(name, value)` pairs in declaration order, skipping absent optional regex groups.
     pub fn iter(&self) -> impl Iterator<Item = (&'r str, &'q str)> + '_ {
-        self.names
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| Some((&**n, self.value(i)?)))
+        self.names.iter().enumerate().filter_map(|(i, n)| Some((&**n, self.value(i)?)))
     }
 }
 

@@ -55,15 +55,13 @@ pub(crate) fn check_normalized(p: &str) -> Result<(), String> {
         return Err(format!("path `{p}` must start with `/`"));
     }
     if let Some(c) = p.chars().find(|c| *c == '?' || *c == '#') {
-        return Err(format!(
-            "path `{p}` must not contain `{c}` (the query string is matched by query rules)"
-        ));
+        return Err(format!("path `{p}` must not contain `{c}` (the query string is matched by query rules)"));
     }
     match normalize_path(p) {
         Err(e) => Err(format!("invalid path `{p}`: {e}")),
-        Ok(Cow::Owned(n)) => Err(format!(
-            "path `{p}` is not in normalized form, so no request could match it; write `{n}`"
-        )),
+        Ok(Cow::Owned(n)) => {
+            Err(format!("path `{p}` is not in normalized form, so no request could match it; write `{n}`"))
+        }
         Ok(Cow::Borrowed(_)) => Ok(()),
     }
 }
@@ -71,9 +69,7 @@ pub(crate) fn check_normalized(p: &str) -> Result<(), String> {
 /// True for a valid param name: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -150,14 +146,10 @@ pub(crate) fn anchored_regex(pattern: &str) -> Result<(regex::Regex, String), St
 /// Same as [`anchored_regex`] for byte haystacks (header and query values).
 pub(crate) fn anchored_bytes_regex(pattern: &str) -> Result<regex::bytes::Regex, String> {
     regex::bytes::Regex::new(pattern).map_err(|e| format!("invalid regex: {e}"))?;
-    regex::bytes::Regex::new(&format!(r"\A(?:{pattern})\z"))
-        .map_err(|e| format!("invalid regex: {e}"))
+    regex::bytes::Regex::new(&format!(r"\A(?:{pattern})\z")).map_err(|e| format!("invalid regex: {e}"))
 }
 
 /// The named capture groups of a path regex: `(group index, name)`.
 pub(crate) fn regex_names(re: &regex::Regex) -> Vec<(usize, Box<str>)> {
-    re.capture_names()
-        .enumerate()
-        .filter_map(|(i, n)| n.map(|n| (i, n.into())))
-        .collect()
+    re.capture_names().enumerate().filter_map(|(i, n)| n.map(|n| (i, n.into()))).collect()
 }

@@ -49,9 +49,7 @@ impl Rewrite {
         match self {
             Rewrite::StripPrefix(p) => {
                 check_normalized(p)?;
-                Ok(CompiledRewrite {
-                    kind: Kind::Strip(p.strip_suffix('/').unwrap_or(p).to_owned()),
-                })
+                Ok(CompiledRewrite { kind: Kind::Strip(p.strip_suffix('/').unwrap_or(p).to_owned()) })
             }
             Rewrite::Template(t) => {
                 check_normalized(t)?;
@@ -69,16 +67,10 @@ impl Rewrite {
                     let inner = &rest[open + 1..close];
                     let name = inner.strip_prefix('*').unwrap_or(inner);
                     if !valid_name(name) {
-                        return Err(format!(
-                            "invalid parameter name `{inner}` in rewrite template `{t}`"
-                        ));
+                        return Err(format!("invalid parameter name `{inner}` in rewrite template `{t}`"));
                     }
                     if !captured.iter().any(|c| &**c == name) {
-                        let have = if captured.is_empty() {
-                            "nothing".to_owned()
-                        } else {
-                            captured.join(", ")
-                        };
+                        let have = if captured.is_empty() { "nothing".to_owned() } else { captured.join(", ") };
                         return Err(format!(
                             "rewrite template names `{{{inner}}}` but the path pattern captures {have}"
                         ));
@@ -92,9 +84,7 @@ impl Rewrite {
                 if !rest.is_empty() {
                     pieces.push(Piece::Literal(rest.to_owned()));
                 }
-                Ok(CompiledRewrite {
-                    kind: Kind::Template(pieces),
-                })
+                Ok(CompiledRewrite { kind: Kind::Template(pieces) })
             }
         }
     }
@@ -104,10 +94,7 @@ fn captured_names(path: &PathMatch) -> Result<Vec<Box<str>>, String> {
     Ok(match path {
         PathMatch::Exact(_) | PathMatch::Prefix(_) => Vec::new(),
         PathMatch::Template(t) => parse_template(t)?.names,
-        PathMatch::Regex(r) => regex_names(&anchored_regex(r)?.0)
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect(),
+        PathMatch::Regex(r) => regex_names(&anchored_regex(r)?.0).into_iter().map(|(_, n)| n).collect(),
     })
 }
 

@@ -199,11 +199,7 @@ impl<T> Router<T> {
                     let s = if rules == 1 { "" } else { "s" };
                     explanation.push_str(&format!("; {rules} header/query rule{s}"));
                 }
-                explanation.push_str(if route.methods.is_any() {
-                    "; any method"
-                } else {
-                    "; method list"
-                });
+                explanation.push_str(if route.methods.is_any() { "; any method" } else { "; method list" });
                 explanation.push_str(&format!("; declared #{r}"));
                 out.push(RouteInfo {
                     host: group.key.group(),
@@ -229,9 +225,6 @@ impl<T> Router<T> {
 
 impl<T> fmt::Debug for Router<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Router")
-            .field("routes", &self.routes.len())
-            .field("host_groups", &self.groups.len())
-            .finish()
+        f.debug_struct("Router").field("routes", &self.routes.len()).field("host_groups", &self.groups.len()).finish()
     }
 }

@@ -42,10 +42,7 @@ impl HeaderCheck {
                 v.escape_debug()
             ));
         }
-        Ok(HeaderCheck {
-            name: name.clone(),
-            matcher: Matcher::compile(rule)?,
-        })
+        Ok(HeaderCheck { name: name.clone(), matcher: Matcher::compile(rule)? })
     }
 
     /// Every field line of the header is one value (values are not split on commas).
@@ -54,14 +51,8 @@ impl HeaderCheck {
         match &self.matcher {
             Matcher::Present => headers.contains_key(&self.name),
             Matcher::Absent => !headers.contains_key(&self.name),
-            Matcher::Exact(v) => headers
-                .get_all(&self.name)
-                .iter()
-                .any(|h| h.as_bytes() == &**v),
-            Matcher::Regex(r) => headers
-                .get_all(&self.name)
-                .iter()
-                .any(|h| r.is_match(h.as_bytes())),
+            Matcher::Exact(v) => headers.get_all(&self.name).iter().any(|h| h.as_bytes() == &**v),
+            Matcher::Regex(r) => headers.get_all(&self.name).iter().any(|h| r.is_match(h.as_bytes())),
         }
     }
 }
@@ -77,10 +68,7 @@ impl QueryCheck {
         if name.is_empty() {
             return Err("query parameter name is empty".into());
         }
-        Ok(QueryCheck {
-            name: name.into(),
-            matcher: Matcher::compile(rule)?,
-        })
+        Ok(QueryCheck { name: name.into(), matcher: Matcher::compile(rule)? })
     }
 
     /// Scans the raw query lazily: nothing is parsed unless a route with query rules is a
@@ -99,13 +87,10 @@ impl QueryCheck {
 
 /// The raw values of the parameters named `name` (after decoding) in a raw query `a=1&b=2`.
 fn values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter_map(move |pair| {
-            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Decode::new(n).eq(name.bytes()).then_some(v)
-        })
+    query.split('&').filter(|pair| !pair.is_empty()).filter_map(move |pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        Decode::new(n).eq(name.bytes()).then_some(v)
+    })
 }
 
 /// Decodes a query component (`+` is a space, `%XX` a byte; a malformed escape is kept literally).
@@ -125,10 +110,7 @@ struct Decode<'a> {
 
 impl<'a> Decode<'a> {
     fn new(raw: &'a str) -> Self {
-        Decode {
-            b: raw.as_bytes(),
-            i: 0,
-        }
+        Decode { b: raw.as_bytes(), i: 0 }
     }
 }
 
@@ -143,10 +125,7 @@ impl Iterator for Decode<'_> {
             b'+' => Some(b' '),
             b'%' => {
                 let hi = self.b.get(self.i).and_then(|c| (*c as char).to_digit(16));
-                let lo = self
-                    .b
-                    .get(self.i + 1)
-                    .and_then(|c| (*c as char).to_digit(16));
+                let lo = self.b.get(self.i + 1).and_then(|c| (*c as char).to_digit(16));
                 match (hi, lo) {
                     (Some(h), Some(l)) => {
                         self.i += 2;

@@ -57,9 +57,7 @@ impl<T> Router<T> {
                 route: r as usize,
             }),
             None if cx.allow.is_empty() => Selection::NotFound,
-            None => Selection::MethodNotAllowed {
-                allow: cx.allow.into_vec(),
-            },
+            None => Selection::MethodNotAllowed { allow: cx.allow.into_vec() },
         }
     }
 
@@ -203,33 +201,20 @@ impl<T> Router<T> {
             return Some(r);
         }
         if n.param != NONE && !seg.is_empty() {
-            let f = Frame {
-                start: off,
-                end: off + seg.len(),
-                up: frame,
-            };
+            let f = Frame { start: off, end: off + seg.len(), up: frame };
             if let Some(r) = self.walk(n.param, next, next_off, Some(&f), cx) {
                 return Some(r);
             }
         }
         if !n.catch_all.is_empty() {
-            let f = Frame {
-                start: off,
-                end: cx.path.len(),
-                up: frame,
-            };
+            let f = Frame { start: off, end: cx.path.len(), up: frame };
             return self.first_accepted(n.catch_all, Some(&f), cx);
         }
         None
     }
 
     /// The first accepted route of a trie node's list; its params are filled from the frames.
-    fn first_accepted<'r>(
-        &'r self,
-        list: Span,
-        frame: Option<&Frame<'_>>,
-        cx: &mut Cx<'r, '_, '_>,
-    ) -> Option<u32> {
+    fn first_accepted<'r>(&'r self, list: Span, frame: Option<&Frame<'_>>, cx: &mut Cx<'r, '_, '_>) -> Option<u32> {
         for &r in self.list(list) {
             if !self.accept(r, cx) {
                 continue;

@@ -72,14 +72,7 @@ pub struct RouteSpec<T> {
 impl<T> RouteSpec<T> {
     /// A route for any host and any method, with no header or query rules.
     pub fn new(path: PathMatch, value: T) -> Self {
-        RouteSpec {
-            hosts: Vec::new(),
-            path,
-            methods: Vec::new(),
-            headers: Vec::new(),
-            query: Vec::new(),
-            value,
-        }
+        RouteSpec { hosts: Vec::new(), path, methods: Vec::new(), headers: Vec::new(), query: Vec::new(), value }
     }
 
     /// Replaces the host list.
@@ -106,10 +99,7 @@ impl<T> RouteSpec<T> {
     /// Adds a query rule.
     #[must_use]
     pub fn query(mut self, name: impl Into<String>, rule: ValueMatch) -> Self {
-        self.query.push(QueryRule {
-            name: name.into(),
-            rule,
-        });
+        self.query.push(QueryRule { name: name.into(), rule });
         self
     }
 }

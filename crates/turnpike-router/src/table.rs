@@ -19,13 +19,7 @@ struct Slot {
     len: usize,
 }
 
-const EMPTY_SLOT: Slot = Slot {
-    hash: 0,
-    tag: 0,
-    value: EMPTY,
-    start: 0,
-    len: 0,
-};
+const EMPTY_SLOT: Slot = Slot { hash: 0, tag: 0, value: EMPTY, start: 0, len: 0 };
 
 /// An immutable `(tag, key) -> u32` map; optionally ASCII-case-insensitive (hosts).
 pub(crate) struct StrTable {
@@ -40,12 +34,7 @@ impl StrTable {
     /// in lowercase.
     pub(crate) fn build(entries: Vec<(u32, String, u32)>, fold_case: bool) -> StrTable {
         if entries.is_empty() {
-            return StrTable {
-                slots: Vec::new(),
-                keys: String::new(),
-                mask: 0,
-                fold_case,
-            };
+            return StrTable { slots: Vec::new(), keys: String::new(), mask: 0, fold_case };
         }
         // Load factor at most 1/2 keeps linear probing short.
         let cap = (entries.len() * 2).next_power_of_two().max(8);
@@ -60,20 +49,9 @@ impl StrTable {
             while slots[i].value != EMPTY {
                 i = (i + 1) & mask;
             }
-            slots[i] = Slot {
-                hash,
-                tag,
-                value,
-                start,
-                len: key.len(),
-            };
+            slots[i] = Slot { hash, tag, value, start, len: key.len() };
         }
-        StrTable {
-            slots,
-            keys,
-            mask,
-            fold_case,
-        }
+        StrTable { slots, keys, mask, fold_case }
     }
 
     /// True when the table holds no keys (lets callers skip hashing entirely).
@@ -187,9 +165,7 @@ mod tests {
 
     #[test]
     fn finds_every_key_and_nothing_else() {
-        let entries: Vec<_> = (0..1000u32)
-            .map(|i| (i % 7, format!("seg{i}"), i))
-            .collect();
+        let entries: Vec<_> = (0..1000u32).map(|i| (i % 7, format!("seg{i}"), i)).collect();
         let t = StrTable::build(entries, false);
         for i in 0..1000u32 {
             assert_eq!(t.get(i % 7, &format!("seg{i}")), Some(i));
@@ -210,16 +186,9 @@ mod tests {
     fn word_folding_lowercases_exactly_the_ascii_capitals() {
         for b in 0..=255u8 {
             let w = u64::from_le_bytes([b, b'A', b'z', b'@', b'[', b'Z', 0x80 | b'A', b]);
-            let want: Vec<u8> = w
-                .to_le_bytes()
-                .iter()
-                .map(|&c| if c.is_ascii_uppercase() { c + 32 } else { c })
-                .collect();
-            assert_eq!(
-                super::fold(w, true).to_le_bytes().to_vec(),
-                want,
-                "byte {b:#x}"
-            );
+            let want: Vec<u8> =
+                w.to_le_bytes().iter().map(|&c| if c.is_ascii_uppercase() { c + 32 } else { c }).collect();
+            assert_eq!(super::fold(w, true).to_le_bytes().to_vec(), want, "byte {b:#x}");
         }
     }
 

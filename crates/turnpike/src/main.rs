@@ -371,7 +371,10 @@ fn reload(args: ReloadArgs) -> u8 {
             EXIT_OK
         }
         Ok(reply) => {
-            eprintln!("reload refused; the running configuration keeps serving:\n{}", reply["error"].as_str().unwrap_or(""));
+            eprintln!(
+                "reload refused; the running configuration keeps serving:\n{}",
+                reply["error"].as_str().unwrap_or("")
+            );
             EXIT_INVALID_CONFIG
         }
         Err(err) => {

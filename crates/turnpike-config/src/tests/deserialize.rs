@@ -34,18 +34,9 @@ fn reads_a_whole_document() {
     assert_eq!(matcher.path, "/orders");
     assert_eq!(matcher.methods, [Method::Get, Method::Post]);
     assert_eq!(route.policies[0], Policy::Cors);
-    assert_eq!(
-        route.policies[1],
-        Policy::RateLimit {
-            requests: 10,
-            per: Duration::from_secs(1)
-        }
-    );
+    assert_eq!(route.policies[1], Policy::RateLimit { requests: 10, per: Duration::from_secs(1) });
     // Plain scalars can be read as strings, as written.
-    let headers = BTreeMap::from([
-        ("x-debug".to_owned(), "true".to_owned()),
-        ("x-version".to_owned(), "2".to_owned()),
-    ]);
+    let headers = BTreeMap::from([("x-debug".to_owned(), "true".to_owned()), ("x-version".to_owned(), "2".to_owned())]);
     assert_eq!(route.policies[2], Policy::Headers(headers));
     let upstream = &doc.upstreams["orders"];
     assert_eq!(upstream.port, Some(8080));
@@ -54,12 +45,8 @@ fn reads_a_whole_document() {
 
 #[test]
 fn nested_error_points_at_the_value() {
-    let loaded =
-        load::<Doc>("routes:\n  - id: orders\n    upstream: o\n    match:\n      path: [a]\n");
-    assert_eq!(
-        brief(&loaded.errors),
-        ["5:13 routes[orders].match.path: invalid type: sequence, expected a string"]
-    );
+    let loaded = load::<Doc>("routes:\n  - id: orders\n    upstream: o\n    match:\n      path: [a]\n");
+    assert_eq!(brief(&loaded.errors), ["5:13 routes[orders].match.path: invalid type: sequence, expected a string"]);
 }
 
 #[test]
@@ -86,35 +73,22 @@ fn collects_independent_errors_with_original_indices() {
             "12:5 routes[r4]: missing field `upstream`",
         ]
     );
-    assert_eq!(
-        loaded.errors[0].help.as_deref(),
-        Some("did you mean `upstream`?")
-    );
+    assert_eq!(loaded.errors[0].help.as_deref(), Some("did you mean `upstream`?"));
     // The rest is recovered; dropped parts are gone, indices are the original ones.
     let doc = loaded.value.unwrap();
     let ids: Vec<&str> = doc.routes.iter().map(|r| r.id.value.as_str()).collect();
     assert_eq!(ids, ["r0", "r1", "r2", "r3"]);
     assert_eq!(doc.routes[2].timeout, None);
-    assert_eq!(
-        doc.routes[3].id.path,
-        Path::root().key("routes").index(3).key("id")
-    );
+    assert_eq!(doc.routes[3].id.path, Path::root().key("routes").index(3).key("id"));
 }
 
 #[test]
 fn a_dropped_required_value_does_not_also_report_a_missing_field() {
-    let loaded =
-        load::<Doc>("routes:\n  - id: a\n    upstream: {x: 1}\n  - id: b\n    upstream: b\n");
-    assert_eq!(
-        brief(&loaded.errors),
-        ["3:15 routes[a].upstream: invalid type: map, expected a string"]
-    );
+    let loaded = load::<Doc>("routes:\n  - id: a\n    upstream: {x: 1}\n  - id: b\n    upstream: b\n");
+    assert_eq!(brief(&loaded.errors), ["3:15 routes[a].upstream: invalid type: map, expected a string"]);
     let doc = loaded.value.unwrap();
     assert_eq!(doc.routes.len(), 1);
-    assert_eq!(
-        doc.routes[0].id.path,
-        Path::root().key("routes").index(1).key("id")
-    );
+    assert_eq!(doc.routes[0].id.path, Path::root().key("routes").index(1).key("id"));
 }
 
 #[test]
@@ -128,26 +102,14 @@ fn removed_sequence_elements_keep_original_indices() {
         ]
     );
     let doc = loaded.value.unwrap();
-    assert_eq!(
-        doc.routes[0].upstream.path.to_string(),
-        "routes[2].upstream"
-    );
-    assert_eq!(
-        (
-            doc.routes[0].upstream.span.line,
-            doc.routes[0].upstream.span.col
-        ),
-        (5, 15)
-    );
+    assert_eq!(doc.routes[0].upstream.path.to_string(), "routes[2].upstream");
+    assert_eq!((doc.routes[0].upstream.span.line, doc.routes[0].upstream.span.col), (5, 15));
 }
 
 #[test]
 fn missing_field_points_at_the_mapping() {
     let loaded = load::<Doc>("upstreams:\n  users:\n    port: 80\n");
-    assert_eq!(
-        brief(&loaded.errors),
-        ["3:5 upstreams.users: missing field `endpoints`"]
-    );
+    assert_eq!(brief(&loaded.errors), ["3:5 upstreams.users: missing field `endpoints`"]);
 }
 
 #[test]
@@ -160,10 +122,7 @@ fn unknown_field_next_to_missing_field_reports_both() {
             "3:5 upstreams.users: missing field `endpoints`",
         ]
     );
-    assert_eq!(
-        loaded.errors[0].help.as_deref(),
-        Some("did you mean `endpoints`?")
-    );
+    assert_eq!(loaded.errors[0].help.as_deref(), Some("did you mean `endpoints`?"));
     // The upstream could not be built; the rest of the document still is.
     assert!(loaded.value.unwrap().upstreams.is_empty());
 }
@@ -180,14 +139,8 @@ fn unknown_variant_suggests_the_closest_name() {
             "6:9 routes[a].policies[1]: unknown variant `rate_limt`, expected one of `cors`, `rate_limit`, `headers`",
         ]
     );
-    assert_eq!(
-        loaded.errors[0].help.as_deref(),
-        Some("did you mean `cors`?")
-    );
-    assert_eq!(
-        loaded.errors[1].help.as_deref(),
-        Some("did you mean `rate_limit`?")
-    );
+    assert_eq!(loaded.errors[0].help.as_deref(), Some("did you mean `cors`?"));
+    assert_eq!(loaded.errors[1].help.as_deref(), Some("did you mean `rate_limit`?"));
     let doc = loaded.value.unwrap();
     assert_eq!(doc.routes[0].policies.len(), 1);
 }
@@ -197,22 +150,16 @@ fn enum_variant_needing_a_value_written_bare_is_explained() {
     let loaded = load::<Doc>("routes:\n  - id: a\n    upstream: a\n    policies: [rate_limit]\n");
     assert_eq!(
         brief(&loaded.errors),
-        [
-            "4:16 routes[a].policies[0]: variant `rate_limit` needs a value: write it as a mapping `rate_limit: ...`"
-        ]
+        ["4:16 routes[a].policies[0]: variant `rate_limit` needs a value: write it as a mapping `rate_limit: ...`"]
     );
 }
 
 #[test]
 fn enum_mapping_with_two_keys_is_an_error() {
-    let loaded = load::<Doc>(
-        "routes:\n  - id: a\n    upstream: a\n    policies:\n      - {cors: ~, headers: {}}\n",
-    );
+    let loaded = load::<Doc>("routes:\n  - id: a\n    upstream: a\n    policies:\n      - {cors: ~, headers: {}}\n");
     assert_eq!(
         brief(&loaded.errors),
-        [
-            "5:9 routes[a].policies[0]: expected a mapping with a single key (the variant of `Policy`), found 2 keys"
-        ]
+        ["5:9 routes[a].policies[0]: expected a mapping with a single key (the variant of `Policy`), found 2 keys"]
     );
 }
 
@@ -231,10 +178,7 @@ fn error_inside_an_enum_value_is_reported_once() {
 #[test]
 fn integers_are_range_checked() {
     let loaded = load::<Doc>("upstreams:\n  a:\n    endpoints: []\n    port: 70000\n");
-    assert_eq!(
-        brief(&loaded.errors),
-        ["4:11 upstreams.a.port: value 70000 out of range for u16"]
-    );
+    assert_eq!(brief(&loaded.errors), ["4:11 upstreams.a.port: value 70000 out of range for u16"]);
     // A bad optional value is dropped; the upstream remains.
     assert_eq!(loaded.value.unwrap().upstreams["a"].port, None);
 }
@@ -293,10 +237,7 @@ fn numeric_keys_deserialize_into_integer_maps() {
         pages: BTreeMap<u16, String>,
     }
     let loaded = load::<T>("pages:\n  404: not found\n  500: oops\n  abc: x\n");
-    assert_eq!(
-        brief(&loaded.errors),
-        ["4:3 pages.abc: invalid type: string \"abc\", expected u16"]
-    );
+    assert_eq!(brief(&loaded.errors), ["4:3 pages.abc: invalid type: string \"abc\", expected u16"]);
     let t = loaded.value.unwrap();
     assert_eq!(t.pages.keys().copied().collect::<Vec<_>>(), [404, 500]);
 }
@@ -305,10 +246,7 @@ fn numeric_keys_deserialize_into_integer_maps() {
 fn a_root_of_the_wrong_type_gives_no_value() {
     let loaded = load::<Doc>("- a\n- b\n");
     assert!(loaded.value.is_none());
-    assert_eq!(
-        brief(&loaded.errors),
-        ["1:1 : invalid type: sequence, expected struct Doc"]
-    );
+    assert_eq!(brief(&loaded.errors), ["1:1 : invalid type: sequence, expected struct Doc"]);
 }
 
 #[test]
@@ -352,10 +290,7 @@ fn internally_tagged_enum_errors_find_their_key() {
             "4:11 auth[1].type: unknown variant `jwd`, expected `api_key` or `jwt`",
         ]
     );
-    assert_eq!(
-        loaded.errors[2].help.as_deref(),
-        Some("did you mean `jwt`?")
-    );
+    assert_eq!(loaded.errors[2].help.as_deref(), Some("did you mean `jwt`?"));
     assert_eq!(loaded.value.unwrap().auth.len(), 1);
 }
 
@@ -366,21 +301,11 @@ fn errors_stop_at_the_cap() {
     struct T {}
     let text: String = (0..250).map(|i| format!("k{i}: 1\n")).collect();
     let (value, errors) = from_node::<T>(
-        &crate::parse_str(
-            &mut crate::SourceMap::new(),
-            "t.yaml",
-            &text,
-            std::path::Path::new("."),
-        )
-        .0
-        .unwrap(),
+        &crate::parse_str(&mut crate::SourceMap::new(), "t.yaml", &text, std::path::Path::new(".")).0.unwrap(),
     );
     assert!(value.is_none());
     assert_eq!(errors.len(), crate::MAX_ERRORS + 1);
-    assert_eq!(
-        errors[crate::MAX_ERRORS].message,
-        "too many errors, stopped after 200"
-    );
+    assert_eq!(errors[crate::MAX_ERRORS].message, "too many errors, stopped after 200");
 }
 
 #[test]
@@ -389,18 +314,12 @@ fn spanned_values_carry_span_and_path() {
     let doc = loaded.value.unwrap();
     let upstream = &doc.routes[0].upstream;
     assert_eq!(&**upstream, "users");
-    assert_eq!(
-        (upstream.span.line, upstream.span.col, upstream.span.end_col),
-        (3, 15, 20)
-    );
+    assert_eq!((upstream.span.line, upstream.span.col, upstream.span.end_col), (3, 15, 20));
     let root = loaded.root.unwrap();
     assert_eq!(root.display_path(&upstream.path), "routes[orders].upstream");
     // A semantic check can report at the value.
     let error = crate::ConfigError::at(&root, &upstream.path, "unknown upstream `users`");
-    assert_eq!(
-        brief(&[error]),
-        ["3:15 routes[orders].upstream: unknown upstream `users`"]
-    );
+    assert_eq!(brief(&[error]), ["3:15 routes[orders].upstream: unknown upstream `users`"]);
 }
 
 #[test]
@@ -438,10 +357,7 @@ fn a_short_tuple_after_a_dropped_element_is_not_reported_again() {
     let loaded = load::<T>("pair: [1, x]\nother: 300\n");
     assert_eq!(
         brief(&loaded.errors),
-        [
-            "1:11 pair[1]: invalid type: string \"x\", expected u8",
-            "2:8 other: value 300 out of range for u8",
-        ]
+        ["1:11 pair[1]: invalid type: string \"x\", expected u8", "2:8 other: value 300 out of range for u8",]
     );
     assert!(loaded.value.is_none());
 }
@@ -452,8 +368,5 @@ fn config_error_at_a_missing_path_points_at_the_nearest_ancestor() {
     let root = loaded.root.unwrap();
     let path = Path::root().key("routes").index(0).key("timeout");
     let error = crate::ConfigError::at(&root, &path, "a timeout is required here");
-    assert_eq!(
-        brief(&[error]),
-        ["2:5 routes[a].timeout: a timeout is required here"]
-    );
+    assert_eq!(brief(&[error]), ["2:5 routes[a].timeout: a timeout is required here"]);
 }

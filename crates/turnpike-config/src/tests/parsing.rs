@@ -39,18 +39,9 @@ fn plain_scalars_follow_the_core_schema() {
     assert_eq!(kind_of(&r, "k"), NodeKind::Float(f64::INFINITY));
     assert_eq!(kind_of(&r, "l"), NodeKind::Float(f64::NEG_INFINITY));
     assert_eq!(kind_of(&r, "m"), NodeKind::Float(1000.0));
-    assert_eq!(
-        kind_of(&r, "n"),
-        NodeKind::Str("yes".into(), StrStyle::Plain)
-    );
-    assert_eq!(
-        kind_of(&r, "o"),
-        NodeKind::Str("on".into(), StrStyle::Plain)
-    );
-    assert_eq!(
-        kind_of(&r, "p"),
-        NodeKind::Str("12abc".into(), StrStyle::Plain)
-    );
+    assert_eq!(kind_of(&r, "n"), NodeKind::Str("yes".into(), StrStyle::Plain));
+    assert_eq!(kind_of(&r, "o"), NodeKind::Str("on".into(), StrStyle::Plain));
+    assert_eq!(kind_of(&r, "p"), NodeKind::Str("12abc".into(), StrStyle::Plain));
     assert_eq!(kind_of(&r, "q"), NodeKind::Float(0.5));
     let nan = root(".nan");
     assert!(matches!(nan.kind, NodeKind::Float(f) if f.is_nan()));
@@ -59,31 +50,16 @@ fn plain_scalars_follow_the_core_schema() {
 #[test]
 fn quoted_and_block_scalars_stay_strings() {
     let r = root("a: \"true\"\nb: '8080'\nc: !!str 12\nd: |\n  null\n");
-    assert_eq!(
-        kind_of(&r, "a"),
-        NodeKind::Str("true".into(), StrStyle::Quoted)
-    );
-    assert_eq!(
-        kind_of(&r, "b"),
-        NodeKind::Str("8080".into(), StrStyle::Quoted)
-    );
-    assert_eq!(
-        kind_of(&r, "c"),
-        NodeKind::Str("12".into(), StrStyle::Quoted)
-    );
-    assert_eq!(
-        kind_of(&r, "d"),
-        NodeKind::Str("null\n".into(), StrStyle::Quoted)
-    );
+    assert_eq!(kind_of(&r, "a"), NodeKind::Str("true".into(), StrStyle::Quoted));
+    assert_eq!(kind_of(&r, "b"), NodeKind::Str("8080".into(), StrStyle::Quoted));
+    assert_eq!(kind_of(&r, "c"), NodeKind::Str("12".into(), StrStyle::Quoted));
+    assert_eq!(kind_of(&r, "d"), NodeKind::Str("null\n".into(), StrStyle::Quoted));
 }
 
 #[test]
 fn integer_too_large_for_64_bits_is_an_error() {
     let (_, errors) = parse("a: 99999999999999999999\n");
-    assert_eq!(
-        brief(&errors),
-        ["1:4 : integer `99999999999999999999` does not fit in 64 bits"]
-    );
+    assert_eq!(brief(&errors), ["1:4 : integer `99999999999999999999` does not fit in 64 bits"]);
 }
 
 #[test]
@@ -92,25 +68,13 @@ fn spans_cover_one_line_scalars_and_start_collections() {
     let route = r.lookup(&Path::root().key("routes").index(0)).unwrap();
     assert_eq!((route.span.line, route.span.col), (2, 5));
     let id = route.get("id").unwrap();
-    assert_eq!(
-        id.span,
-        Span {
-            file: id.span.file,
-            line: 2,
-            col: 9,
-            end_line: 2,
-            end_col: 15
-        }
-    );
+    assert_eq!(id.span, Span { file: id.span.file, line: 2, col: 9, end_line: 2, end_col: 15 });
     // Quoted scalars include their quotes.
     let upstream = route.get("upstream").unwrap();
     assert_eq!((upstream.span.col, upstream.span.end_col), (15, 27));
     // A multi-line scalar is marked by its first character.
     let long = route.get("long").unwrap();
-    assert_eq!(
-        (long.span.line, long.span.col, long.span.width()),
-        (4, 11, 1)
-    );
+    assert_eq!((long.span.line, long.span.col, long.span.width()), (4, 11, 1));
 }
 
 #[test]
@@ -118,34 +82,23 @@ fn duplicate_key_points_at_the_second_and_names_the_first_line() {
     let (root, errors) = parse("a: 1\nb:\n  c: 1\n  d: 2\n  c: 3\na: 4\n");
     assert_eq!(
         brief(&errors),
-        [
-            "5:3 : duplicate key `c` (first defined at line 3)",
-            "6:1 : duplicate key `a` (first defined at line 1)",
-        ]
+        ["5:3 : duplicate key `c` (first defined at line 3)", "6:1 : duplicate key `a` (first defined at line 1)",]
     );
     // The first definition is kept.
     let root = root.unwrap();
     assert_eq!(root.get("a").unwrap().kind, NodeKind::Int(1));
-    assert_eq!(
-        root.lookup(&Path::root().key("b").key("c")).unwrap().kind,
-        NodeKind::Int(1)
-    );
+    assert_eq!(root.lookup(&Path::root().key("b").key("c")).unwrap().kind, NodeKind::Int(1));
 }
 
 #[test]
 fn quoted_and_plain_spellings_of_a_key_are_duplicates() {
     let (_, errors) = parse("\"a\": 1\na: 2\n");
-    assert_eq!(
-        brief(&errors),
-        ["2:1 : duplicate key `a` (first defined at line 1)"]
-    );
+    assert_eq!(brief(&errors), ["2:1 : duplicate key `a` (first defined at line 1)"]);
 }
 
 #[test]
 fn aliases_copy_the_anchored_node() {
-    let r = root(
-        "defaults: &d\n  endpoints: [a, b]\n  port: 80\none: *d\ntwo: *d\nname: &n svc\nalso: *n\n",
-    );
+    let r = root("defaults: &d\n  endpoints: [a, b]\n  port: 80\none: *d\ntwo: *d\nname: &n svc\nalso: *n\n");
     assert_eq!(r.get("one"), r.get("defaults"));
     assert_eq!(r.get("two"), r.get("defaults"));
     assert_eq!(r.get("also").unwrap().as_str(), Some("svc"));
@@ -172,10 +125,7 @@ fn alias_expansion_is_bounded() {
     }
     let (root, errors) = parse(&text);
     assert!(root.is_none());
-    assert!(
-        errors[0].message.contains("document too large"),
-        "{errors:?}"
-    );
+    assert!(errors[0].message.contains("document too large"), "{errors:?}");
 }
 
 #[test]
@@ -192,10 +142,7 @@ fn syntax_error_reports_line_and_column() {
 fn several_documents_in_one_file_are_an_error() {
     let (root, errors) = parse("a: 1\n---\nb: 2\n");
     assert!(root.is_none());
-    assert_eq!(
-        brief(&errors),
-        ["2:1 : a config file must hold a single YAML document, found a second one"]
-    );
+    assert_eq!(brief(&errors), ["2:1 : a config file must hold a single YAML document, found a second one"]);
 }
 
 #[test]
@@ -208,10 +155,7 @@ fn keys_must_be_strings() {
     let (root, errors) = parse("? [a, b]\n: 1\n~: 2\n200: ok\ntrue: yes\n");
     assert_eq!(
         brief(&errors),
-        [
-            "1:3 : mapping keys must be strings, found a sequence",
-            "3:1 : mapping keys must be strings, found null",
-        ]
+        ["1:3 : mapping keys must be strings, found a sequence", "3:1 : mapping keys must be strings, found null",]
     );
     // Other scalar keys are kept as written.
     let root = root.unwrap();
@@ -222,13 +166,7 @@ fn keys_must_be_strings() {
 #[test]
 fn unsupported_tags_are_errors() {
     let (_, errors) = parse("a: !custom x\nb: !!int nope\n");
-    assert_eq!(
-        brief(&errors),
-        [
-            "1:4 : unsupported tag `!custom`",
-            "2:4 : `nope` is not a valid `!!int`"
-        ]
-    );
+    assert_eq!(brief(&errors), ["1:4 : unsupported tag `!custom`", "2:4 : `nope` is not a valid `!!int`"]);
 }
 
 #[test]
@@ -256,10 +194,7 @@ fn json_numbers_and_literals_resolve() {
     assert_eq!(kind_of(&r, "b"), NodeKind::Float(-2500.0));
     assert_eq!(kind_of(&r, "c"), NodeKind::Bool(true));
     assert_eq!(kind_of(&r, "d"), NodeKind::Null);
-    assert_eq!(
-        kind_of(&r, "e"),
-        NodeKind::Str("1".into(), StrStyle::Quoted)
-    );
+    assert_eq!(kind_of(&r, "e"), NodeKind::Str("1".into(), StrStyle::Quoted));
 }
 
 #[test]
@@ -273,32 +208,15 @@ fn byte_order_mark_is_ignored() {
 
 #[test]
 fn lookup_and_display_path_use_element_ids() {
-    let r = root(
-        "routes:\n  - id: orders\n    match: {path: /o}\n  - name: users\n  - x: 1\n  - id: ''\n",
-    );
+    let r = root("routes:\n  - id: orders\n    match: {path: /o}\n  - name: users\n  - x: 1\n  - id: ''\n");
     let p = Path::root().key("routes").index(0).key("match").key("path");
     assert_eq!(r.lookup(&p).unwrap().as_str(), Some("/o"));
     assert_eq!(r.display_path(&p), "routes[orders].match.path");
-    assert_eq!(
-        r.display_path(&Path::root().key("routes").index(1)),
-        "routes[users]"
-    );
-    assert_eq!(
-        r.display_path(&Path::root().key("routes").index(2).key("x")),
-        "routes[2].x"
-    );
-    assert_eq!(
-        r.display_path(&Path::root().key("routes").index(3)),
-        "routes[3]"
-    );
-    assert_eq!(
-        r.display_path(&Path::root().key("routes").index(9).key("y")),
-        "routes[9].y"
-    );
-    assert_eq!(
-        r.display_path(&Path::root().key("a.b").key("c")),
-        "[\"a.b\"].c"
-    );
+    assert_eq!(r.display_path(&Path::root().key("routes").index(1)), "routes[users]");
+    assert_eq!(r.display_path(&Path::root().key("routes").index(2).key("x")), "routes[2].x");
+    assert_eq!(r.display_path(&Path::root().key("routes").index(3)), "routes[3]");
+    assert_eq!(r.display_path(&Path::root().key("routes").index(9).key("y")), "routes[9].y");
+    assert_eq!(r.display_path(&Path::root().key("a.b").key("c")), "[\"a.b\"].c");
     assert_eq!(p.to_string(), "routes[0].match.path");
     assert!(r.lookup(&Path::root().key("routes").index(9)).is_none());
 }

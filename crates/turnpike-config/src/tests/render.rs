@@ -30,10 +30,7 @@ error: invalid duration `fast`: expected a number followed by a unit (`ns`, `us`
 
 #[test]
 fn gutter_widens_for_long_line_numbers() {
-    let text = format!(
-        "{}upstreams:\n  a:\n    endpoints: []\n    prot: 1\n",
-        "\n".repeat(8)
-    );
+    let text = format!("{}upstreams:\n  a:\n    endpoints: []\n    prot: 1\n", "\n".repeat(8));
     let loaded = load::<Doc>(&text);
     let expected = "\
 error: unknown field `prot`, expected one of `endpoints`, `port`, `max_body`
@@ -51,10 +48,8 @@ error: unknown field `prot`, expected one of `endpoints`, `port`, `max_body`
 
 #[test]
 fn errors_without_a_position_render_message_and_path() {
-    let errors = ConfigErrors(vec![
-        ConfigError::new("listeners overlap").with_path("listeners"),
-        ConfigError::new("no routes"),
-    ]);
+    let errors =
+        ConfigErrors(vec![ConfigError::new("listeners overlap").with_path("listeners"), ConfigError::new("no routes")]);
     assert_eq!(
         errors.render(&SourceMap::new()),
         "error: listeners overlap\n  = at: listeners\n\nerror: no routes\n\n2 errors\n"
@@ -65,13 +60,7 @@ fn errors_without_a_position_render_message_and_path() {
 fn tabs_in_the_source_line_keep_carets_aligned() {
     let mut sources = SourceMap::new();
     let file = sources.add("t.json", "{\n\t\"a\": 1}\n", ".");
-    let error = ConfigError::new("bad").with_span(crate::Span {
-        file,
-        line: 2,
-        col: 2,
-        end_line: 2,
-        end_col: 5,
-    });
+    let error = ConfigError::new("bad").with_span(crate::Span { file, line: 2, col: 2, end_line: 2, end_col: 5 });
     assert_eq!(
         ConfigErrors(vec![error]).render(&sources),
         "error: bad\n --> t.json:2:2\n  |\n2 | \t\"a\": 1}\n  | \t^^^\n\n1 error\n"
@@ -117,9 +106,6 @@ fn did_you_mean_uses_edit_distance_and_prefixes() {
 
 #[test]
 fn config_errors_display_one_line_each() {
-    let errors = ConfigErrors(vec![
-        ConfigError::new("a").with_path("x.y"),
-        ConfigError::new("b"),
-    ]);
+    let errors = ConfigErrors(vec![ConfigError::new("a").with_path("x.y"), ConfigError::new("b")]);
     assert_eq!(errors.to_string(), "a (at x.y)\nb");
 }

@@ -9,15 +9,11 @@ use super::{brief, load};
 use crate::{ByteSize, Duration};
 
 fn d(s: &str) -> Result<StdDuration, String> {
-    s.parse::<Duration>()
-        .map(|d| d.0)
-        .map_err(|e| e.to_string())
+    s.parse::<Duration>().map(|d| d.0).map_err(|e| e.to_string())
 }
 
 fn b(s: &str) -> Result<u64, String> {
-    s.parse::<ByteSize>()
-        .map(|b| b.0)
-        .map_err(|e| e.to_string())
+    s.parse::<ByteSize>().map(|b| b.0).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -35,60 +31,28 @@ fn durations_parse_with_units() {
 
 #[test]
 fn durations_without_units_or_malformed_are_refused() {
-    assert_eq!(
-        d("30"),
-        Err("duration `30` has no unit: add one, e.g. `30s` or `30ms`".into())
-    );
+    assert_eq!(d("30"), Err("duration `30` has no unit: add one, e.g. `30s` or `30ms`".into()));
     assert!(d("").unwrap_err().starts_with("empty duration"));
     assert!(d("5x").unwrap_err().contains("unknown unit `x`"));
-    assert!(
-        d("1.5s")
-            .unwrap_err()
-            .starts_with("invalid duration `1.5s`")
-    );
+    assert!(d("1.5s").unwrap_err().starts_with("invalid duration `1.5s`"));
     assert!(d("1s1m").unwrap_err().contains("largest to smallest"));
     assert!(d("1s1s").unwrap_err().contains("largest to smallest"));
-    assert!(
-        d("5s3")
-            .unwrap_err()
-            .contains("the last number has no unit")
-    );
+    assert!(d("5s3").unwrap_err().contains("the last number has no unit"));
     assert!(d("-5s").is_err());
     assert!(d(" 5s").is_err());
-    assert!(
-        d("99999999999999999999999d")
-            .unwrap_err()
-            .contains("too large")
-    );
+    assert!(d("99999999999999999999999d").unwrap_err().contains("too large"));
 }
 
 #[test]
 fn durations_display_canonically_and_round_trip() {
-    for (input, shown) in [
-        ("90s", "1m30s"),
-        ("1500ms", "1s500ms"),
-        ("0ms", "0s"),
-        ("2h", "2h"),
-        ("100us", "100us"),
-    ] {
+    for (input, shown) in [("90s", "1m30s"), ("1500ms", "1s500ms"), ("0ms", "0s"), ("2h", "2h"), ("100us", "100us")] {
         let parsed: Duration = input.parse().unwrap();
         assert_eq!(parsed.to_string(), shown);
         assert_eq!(shown.parse::<Duration>().unwrap(), parsed);
     }
-    assert_eq!(
-        serde_json::to_string(&Duration::from_millis(250)).unwrap(),
-        "\"250ms\""
-    );
-    assert_eq!(
-        serde_json::from_str::<Duration>("\"5s\"").unwrap(),
-        Duration::from_secs(5)
-    );
-    assert!(
-        serde_json::from_str::<Duration>("5")
-            .unwrap_err()
-            .to_string()
-            .contains("has no unit")
-    );
+    assert_eq!(serde_json::to_string(&Duration::from_millis(250)).unwrap(), "\"250ms\"");
+    assert_eq!(serde_json::from_str::<Duration>("\"5s\"").unwrap(), Duration::from_secs(5));
+    assert!(serde_json::from_str::<Duration>("5").unwrap_err().to_string().contains("has no unit"));
     let std: StdDuration = Duration::from_secs(3).into();
     assert_eq!(std, StdDuration::from_secs(3));
     assert!(Duration::from_secs(1) < Duration::from_secs(2));
@@ -102,10 +66,7 @@ fn a_plain_integer_duration_in_config_asks_for_a_unit() {
         timeout: Duration,
     }
     let loaded = load::<T>("timeout: 30\n");
-    assert_eq!(
-        brief(&loaded.errors),
-        ["1:10 timeout: duration `30` has no unit: add one, e.g. `30s` or `30ms`"]
-    );
+    assert_eq!(brief(&loaded.errors), ["1:10 timeout: duration `30` has no unit: add one, e.g. `30s` or `30ms`"]);
 }
 
 #[test]
@@ -132,22 +93,13 @@ fn malformed_byte_sizes_are_refused() {
 
 #[test]
 fn byte_sizes_display_canonically_and_deserialize_from_integers() {
-    for (input, shown) in [
-        ("65536", "64KiB"),
-        ("100000", "100KB"),
-        ("512", "512B"),
-        ("0", "0B"),
-        ("1048576", "1MiB"),
-    ] {
+    for (input, shown) in [("65536", "64KiB"), ("100000", "100KB"), ("512", "512B"), ("0", "0B"), ("1048576", "1MiB")] {
         let parsed: ByteSize = input.parse().unwrap();
         assert_eq!(parsed.to_string(), shown);
         assert_eq!(shown.parse::<ByteSize>().unwrap(), parsed);
     }
     assert_eq!(serde_json::to_string(&ByteSize(2048)).unwrap(), "\"2KiB\"");
-    assert_eq!(
-        serde_json::from_str::<ByteSize>("4096").unwrap(),
-        ByteSize(4096)
-    );
+    assert_eq!(serde_json::from_str::<ByteSize>("4096").unwrap(), ByteSize(4096));
     #[derive(Debug, Deserialize)]
     struct T {
         a: ByteSize,

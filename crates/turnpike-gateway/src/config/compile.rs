@@ -9,9 +9,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use turnpike_config::{ConfigError, Node, Path, did_you_mean};
-use turnpike_router::{
-    BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch,
-};
+use turnpike_router::{BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch};
 use turnpike_upstream::{
     Balance, Endpoint, EndpointKey, HostHeader, PoolSettings, Protocol, Timeouts, Upstream, WeightedEndpoint,
 };
@@ -253,7 +251,10 @@ impl Compiler<'_> {
         for (i, r) in doc.routes.iter().enumerate() {
             let base = r.path.clone();
             if !valid_id(&r.id) {
-                self.error(&base.clone().key("id"), format!("route id `{}` must be letters, digits, `-`, `_` or `.`", r.id));
+                self.error(
+                    &base.clone().key("id"),
+                    format!("route id `{}` must be letters, digits, `-`, `_` or `.`", r.id),
+                );
             } else if let Some(first) = ids.insert(r.id.as_str(), i) {
                 let at = doc.routes[first].span;
                 self.error(
@@ -264,11 +265,18 @@ impl Compiler<'_> {
             let upstream = match upstreams.get(r.upstream.as_str()) {
                 Some(u) => Some(u.clone()),
                 None => {
-                    let mut e = ConfigError::at(self.root, &base.clone().key("upstream"), format!("unknown upstream `{}`", r.upstream));
+                    let mut e = ConfigError::at(
+                        self.root,
+                        &base.clone().key("upstream"),
+                        format!("unknown upstream `{}`", r.upstream),
+                    );
                     if let Some(suggestion) = did_you_mean(&r.upstream, &known) {
                         e = e.with_help(format!("did you mean `{suggestion}`?"));
                     } else if !doc.upstreams.contains_key(&r.upstream) {
-                        e = e.with_help(format!("defined upstreams: {}", if known.is_empty() { "none".into() } else { known.join(", ") }));
+                        e = e.with_help(format!(
+                            "defined upstreams: {}",
+                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                        ));
                     }
                     self.errors.push(e);
                     None
@@ -294,7 +302,8 @@ impl Compiler<'_> {
                     }
                 }
             };
-            let (Some(upstream), Some(methods), Some(headers), Some(query)) = (upstream, methods, headers, query) else {
+            let (Some(upstream), Some(methods), Some(headers), Some(query)) = (upstream, methods, headers, query)
+            else {
                 continue;
             };
             let timeout = r.timeout.map_or(upstream.timeouts.request, Into::into);

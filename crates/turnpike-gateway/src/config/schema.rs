@@ -45,8 +45,10 @@ fn section(out: &mut String, name: &str, def: &Value) {
         out.push_str("\n\n");
     }
     if let Some(props) = def.get("properties").and_then(Value::as_object) {
-        let required: Vec<&str> =
-            def.get("required").and_then(Value::as_array).map_or_else(Vec::new, |r| r.iter().filter_map(Value::as_str).collect());
+        let required: Vec<&str> = def
+            .get("required")
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |r| r.iter().filter_map(Value::as_str).collect());
         out.push_str("| field | type | default | description |\n|---|---|---|---|\n");
         for (field, prop) in props {
             let default = match prop.get("default") {
@@ -94,7 +96,8 @@ fn type_of(prop: &Value) -> String {
         return format!("[{name}](#{})", name.to_ascii_lowercase());
     }
     if let Some(any) = prop.get("anyOf").or_else(|| prop.get("oneOf")).and_then(Value::as_array) {
-        let parts: Vec<String> = any.iter().filter(|v| v.get("type") != Some(&Value::String("null".into()))).map(type_of).collect();
+        let parts: Vec<String> =
+            any.iter().filter(|v| v.get("type") != Some(&Value::String("null".into()))).map(type_of).collect();
         return parts.join(" or ");
     }
     match prop.get("type") {

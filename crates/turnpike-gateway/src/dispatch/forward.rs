@@ -36,7 +36,12 @@ pub(crate) async fn forward(
     let downstream_version = head.version;
     proxy_headers::prepare_request(
         &mut head.headers,
-        &Forwarding { settings: &snap.server, peer: &conn.peer, version: downstream_version, request_id: &cx.request_id },
+        &Forwarding {
+            settings: &snap.server,
+            peer: &conn.peer,
+            version: downstream_version,
+            request_id: &cx.request_id,
+        },
     );
     head.uri = upstream_uri(upstream, endpoint, head.uri, upstream_path, &mut head.headers)?;
     head.version = match upstream.protocol {
@@ -115,7 +120,10 @@ fn upstream_uri(
                     headers.insert(HOST, host);
                 }
                 None => {
-                    headers.insert(HOST, HeaderValue::from_str(endpoint.authority.as_str()).map_err(|_| GatewayError::Internal)?);
+                    headers.insert(
+                        HOST,
+                        HeaderValue::from_str(endpoint.authority.as_str()).map_err(|_| GatewayError::Internal)?,
+                    );
                 }
             }
             Ok(Uri::from(path_and_query))

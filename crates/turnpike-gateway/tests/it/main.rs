@@ -1,3 +1,8 @@
 //! End-to-end tests of the gateway: real HTTP through a gateway on 127.0.0.1:0 to mock upstreams.
 
+mod config;
+mod forwarding;
+mod limits;
+mod reload;
+mod routing;
 mod smoke;

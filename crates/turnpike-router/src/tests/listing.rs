@@ -16,11 +16,8 @@ fn lists_groups_in_lookup_order_and_routes_by_precedence() {
         prefix("/", "wild-long").hosts(["*.example.com"]),
         prefix("/", "b").hosts(["b.com", "a.com"]),
     ]);
-    let listing: Vec<(String, usize, &str)> = r
-        .in_precedence_order()
-        .iter()
-        .map(|i| (i.host.to_string(), i.rank, *i.value))
-        .collect();
+    let listing: Vec<(String, usize, &str)> =
+        r.in_precedence_order().iter().map(|i| (i.host.to_string(), i.rank, *i.value)).collect();
     assert_eq!(
         listing,
         vec![
@@ -37,14 +34,8 @@ fn lists_groups_in_lookup_order_and_routes_by_precedence() {
     let info = r.in_precedence_order();
     assert_eq!(info[0].host, HostGroup::Exact("a.com"));
     assert_eq!(info[2].host, HostGroup::Wildcard("example.com"));
-    assert_eq!(
-        info[5].explanation,
-        "template [static, param]; 1 header/query rule; any method; declared #3"
-    );
+    assert_eq!(info[5].explanation, "template [static, param]; 1 header/query rule; any method; declared #3");
     assert_eq!(info[4].explanation, "exact path; method list; declared #2");
-    assert_eq!(
-        info[7].explanation,
-        "prefix of 0 segments; any method; declared #0"
-    );
+    assert_eq!(info[7].explanation, "prefix of 0 segments; any method; declared #0");
     assert_eq!(r.len(), 7);
 }

@@ -14,10 +14,7 @@ fn exact_matches_only_the_same_path_and_trailing_slash_is_significant() {
 #[test]
 fn template_param_matches_one_non_empty_segment() {
     let r = build(vec![tpl("/users/{id}", "user")]);
-    assert_eq!(
-        select(&r, &Req::get("/users/42")),
-        Out::Hit("user", params(&[("id", "42")]))
-    );
+    assert_eq!(select(&r, &Req::get("/users/42")), Out::Hit("user", params(&[("id", "42")])));
     assert_eq!(hit(&r, &Req::get("/users/")), None);
     assert_eq!(hit(&r, &Req::get("/users")), None);
     assert_eq!(hit(&r, &Req::get("/users/42/")), None);
@@ -27,27 +24,15 @@ fn template_param_matches_one_non_empty_segment() {
 #[test]
 fn template_captures_several_params() {
     let r = build(vec![tpl("/users/{id}/posts/{post}", "post")]);
-    assert_eq!(
-        select(&r, &Req::get("/users/7/posts/9")),
-        Out::Hit("post", params(&[("id", "7"), ("post", "9")]))
-    );
+    assert_eq!(select(&r, &Req::get("/users/7/posts/9")), Out::Hit("post", params(&[("id", "7"), ("post", "9")])));
 }
 
 #[test]
 fn catch_all_matches_rest_after_slash_but_not_the_bare_prefix() {
     let r = build(vec![tpl("/files/{*p}", "files")]);
-    assert_eq!(
-        select(&r, &Req::get("/files/")),
-        Out::Hit("files", params(&[("p", "")]))
-    );
-    assert_eq!(
-        select(&r, &Req::get("/files/x/y")),
-        Out::Hit("files", params(&[("p", "x/y")]))
-    );
-    assert_eq!(
-        select(&r, &Req::get("/files/x/")),
-        Out::Hit("files", params(&[("p", "x/")]))
-    );
+    assert_eq!(select(&r, &Req::get("/files/")), Out::Hit("files", params(&[("p", "")])));
+    assert_eq!(select(&r, &Req::get("/files/x/y")), Out::Hit("files", params(&[("p", "x/y")])));
+    assert_eq!(select(&r, &Req::get("/files/x/")), Out::Hit("files", params(&[("p", "x/")])));
     assert_eq!(hit(&r, &Req::get("/files")), None);
     assert_eq!(hit(&r, &Req::get("/filesx/y")), None);
 }
@@ -55,23 +40,14 @@ fn catch_all_matches_rest_after_slash_but_not_the_bare_prefix() {
 #[test]
 fn root_catch_all_matches_every_path() {
     let r = build(vec![tpl("/{*all}", "all")]);
-    assert_eq!(
-        select(&r, &Req::get("/")),
-        Out::Hit("all", params(&[("all", "")]))
-    );
-    assert_eq!(
-        select(&r, &Req::get("/a/b")),
-        Out::Hit("all", params(&[("all", "a/b")]))
-    );
+    assert_eq!(select(&r, &Req::get("/")), Out::Hit("all", params(&[("all", "")])));
+    assert_eq!(select(&r, &Req::get("/a/b")), Out::Hit("all", params(&[("all", "a/b")])));
 }
 
 #[test]
 fn params_hold_encoded_bytes_as_in_the_normalized_path() {
     let r = build(vec![tpl("/f/{name}", "f")]);
-    assert_eq!(
-        select(&r, &Req::get("/f/a%2Fb")),
-        Out::Hit("f", params(&[("name", "a%2Fb")]))
-    );
+    assert_eq!(select(&r, &Req::get("/f/a%2Fb")), Out::Hit("f", params(&[("name", "a%2Fb")])));
 }
 
 #[test]
@@ -118,19 +94,13 @@ fn regex_alternation_stays_anchored() {
 
 #[test]
 fn regex_named_groups_become_params() {
-    let r = build(vec![re(
-        r"/orders/(?P<id>[0-9]+)(?:/(?P<part>[a-z]+))?",
-        "order",
-    )]);
+    let r = build(vec![re(r"/orders/(?P<id>[0-9]+)(?:/(?P<part>[a-z]+))?", "order")]);
     assert_eq!(
         select(&r, &Req::get("/orders/12/items")),
         Out::Hit("order", params(&[("id", "12"), ("part", "items")]))
     );
     // An optional group that did not participate is absent.
-    assert_eq!(
-        select(&r, &Req::get("/orders/12")),
-        Out::Hit("order", params(&[("id", "12")]))
-    );
+    assert_eq!(select(&r, &Req::get("/orders/12")), Out::Hit("order", params(&[("id", "12")])));
     assert_eq!(hit(&r, &Req::get("/orders/x")), None);
 }
 
@@ -152,9 +122,7 @@ fn more_than_inline_params_are_all_captured() {
     assert_eq!(out, Out::Hit("many", params(&expected)));
     let req = Req::get("/1/2/3/4/5/6/7/8/9/10");
     let view = req.view();
-    let crate::Selection::Matched(m) = r.select(&view) else {
-        panic!("no match")
-    };
+    let crate::Selection::Matched(m) = r.select(&view) else { panic!("no match") };
     assert_eq!(m.params.get("j"), Some("10"));
     assert_eq!(m.params.get("zz"), None);
     assert_eq!(m.params.len(), 10);

@@ -21,34 +21,18 @@ fn exact_beats_template_beats_regex_beats_prefix() {
 
 #[test]
 fn static_segment_beats_param_beats_catch_all_at_first_difference() {
-    let r = build(vec![
-        tpl("/a/{*rest}", "catch"),
-        tpl("/a/{x}/c", "param"),
-        tpl("/a/b/{y}", "static"),
-    ]);
+    let r = build(vec![tpl("/a/{*rest}", "catch"), tpl("/a/{x}/c", "param"), tpl("/a/b/{y}", "static")]);
     // `/a/b/c` matches all three: the static `b` wins at segment 2.
-    assert_eq!(
-        select(&r, &Req::get("/a/b/c")),
-        Out::Hit("static", params(&[("y", "c")]))
-    );
-    assert_eq!(
-        select(&r, &Req::get("/a/z/c")),
-        Out::Hit("param", params(&[("x", "z")]))
-    );
-    assert_eq!(
-        select(&r, &Req::get("/a/z/d")),
-        Out::Hit("catch", params(&[("rest", "z/d")]))
-    );
+    assert_eq!(select(&r, &Req::get("/a/b/c")), Out::Hit("static", params(&[("y", "c")])));
+    assert_eq!(select(&r, &Req::get("/a/z/c")), Out::Hit("param", params(&[("x", "z")])));
+    assert_eq!(select(&r, &Req::get("/a/z/d")), Out::Hit("catch", params(&[("rest", "z/d")])));
 }
 
 #[test]
 fn first_difference_decides_even_against_later_static_segments() {
     // Segment 2 differs (static vs param), so `/a/b/{x}` wins though `/a/{p}/c` has a static last
     // segment.
-    let r = build(vec![
-        tpl("/a/{p}/c", "later-static"),
-        tpl("/a/b/{x}", "earlier-static"),
-    ]);
+    let r = build(vec![tpl("/a/{p}/c", "later-static"), tpl("/a/b/{x}", "earlier-static")]);
     assert_eq!(hit(&r, &Req::get("/a/b/c")), Some("earlier-static"));
 }
 
@@ -56,19 +40,12 @@ fn first_difference_decides_even_against_later_static_segments() {
 fn falls_back_to_less_specific_template_when_deeper_branch_fails() {
     let r = build(vec![tpl("/a/b/c", "abc"), tpl("/a/{x}/d", "xd")]);
     // The static branch `/a/b` has no `d` child: backtrack to the param branch.
-    assert_eq!(
-        select(&r, &Req::get("/a/b/d")),
-        Out::Hit("xd", params(&[("x", "b")]))
-    );
+    assert_eq!(select(&r, &Req::get("/a/b/d")), Out::Hit("xd", params(&[("x", "b")])));
 }
 
 #[test]
 fn longer_prefix_wins() {
-    let r = build(vec![
-        prefix("/", "root"),
-        prefix("/api", "api"),
-        prefix("/api/v1", "v1"),
-    ]);
+    let r = build(vec![prefix("/", "root"), prefix("/api", "api"), prefix("/api/v1", "v1")]);
     assert_eq!(hit(&r, &Req::get("/api/v1/x")), Some("v1"));
     assert_eq!(hit(&r, &Req::get("/api/v2")), Some("api"));
     assert_eq!(hit(&r, &Req::get("/other")), Some("root"));
@@ -85,32 +62,18 @@ fn more_rules_first_on_equal_path() {
     let r = build(vec![
         tpl("/p/{id}", "plain"),
         tpl("/p/{id}", "beta").header(hn("x-beta"), ValueMatch::Present),
-        tpl("/p/{id}", "beta-debug")
-            .header(hn("x-beta"), ValueMatch::Present)
-            .query("debug", ValueMatch::Present),
+        tpl("/p/{id}", "beta-debug").header(hn("x-beta"), ValueMatch::Present).query("debug", ValueMatch::Present),
     ]);
     assert_eq!(hit(&r, &Req::get("/p/1")), Some("plain"));
-    assert_eq!(
-        hit(&r, &Req::get("/p/1").header("x-beta", "1")),
-        Some("beta")
-    );
-    assert_eq!(
-        hit(&r, &Req::get("/p/1").header("x-beta", "1").query("debug")),
-        Some("beta-debug")
-    );
+    assert_eq!(hit(&r, &Req::get("/p/1").header("x-beta", "1")), Some("beta"));
+    assert_eq!(hit(&r, &Req::get("/p/1").header("x-beta", "1").query("debug")), Some("beta-debug"));
 }
 
 #[test]
 fn method_list_before_any_method_on_equal_path_and_rules() {
-    let r = build(vec![
-        exact("/users", "any"),
-        exact("/users", "get").methods([Method::GET]),
-    ]);
+    let r = build(vec![exact("/users", "any"), exact("/users", "get").methods([Method::GET])]);
     assert_eq!(hit(&r, &Req::get("/users")), Some("get"));
-    assert_eq!(
-        hit(&r, &Req::get("/users").method(Method::POST)),
-        Some("any")
-    );
+    assert_eq!(hit(&r, &Req::get("/users").method(Method::POST)), Some("any"));
 }
 
 #[test]
@@ -120,26 +83,15 @@ fn declared_order_breaks_remaining_ties() {
         tpl("/t/{b}", "second").methods([Method::POST]),
         tpl("/t/{c}", "third").methods([Method::GET, Method::PUT]),
     ]);
-    assert_eq!(
-        select(&r, &Req::get("/t/1")),
-        Out::Hit("first", params(&[("a", "1")]))
-    );
-    assert_eq!(
-        select(&r, &Req::get("/t/1").method(Method::PUT)),
-        Out::Hit("third", params(&[("c", "1")]))
-    );
+    assert_eq!(select(&r, &Req::get("/t/1")), Out::Hit("first", params(&[("a", "1")])));
+    assert_eq!(select(&r, &Req::get("/t/1").method(Method::PUT)), Out::Hit("third", params(&[("c", "1")])));
 }
 
 #[test]
 fn path_specificity_beats_rule_count() {
-    let r = build(vec![
-        tpl("/a/{x}", "param-with-rules").header(hn("x-a"), ValueMatch::Present),
-        tpl("/a/b", "static"),
-    ]);
-    assert_eq!(
-        hit(&r, &Req::get("/a/b").header("x-a", "1")),
-        Some("static")
-    );
+    let r =
+        build(vec![tpl("/a/{x}", "param-with-rules").header(hn("x-a"), ValueMatch::Present), tpl("/a/b", "static")]);
+    assert_eq!(hit(&r, &Req::get("/a/b").header("x-a", "1")), Some("static"));
 }
 
 #[test]
@@ -149,13 +101,7 @@ fn a_candidate_failing_rules_lets_the_next_one_match() {
         tpl("/{p}", "template"),
         prefix("/", "fallback"),
     ]);
-    assert_eq!(
-        hit(&r, &Req::get("/x").header("x-a", "1")),
-        Some("needs-header")
-    );
-    assert_eq!(
-        hit(&r, &Req::get("/x").header("x-a", "2")),
-        Some("template")
-    );
+    assert_eq!(hit(&r, &Req::get("/x").header("x-a", "1")), Some("needs-header"));
+    assert_eq!(hit(&r, &Req::get("/x").header("x-a", "2")), Some("template"));
     assert_eq!(hit(&r, &Req::get("/x/y")), Some("fallback"));
 }

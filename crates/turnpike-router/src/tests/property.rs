@@ -42,24 +42,9 @@ impl Rng {
 
 const SEGS: [&str; 3] = ["a", "b", "c"];
 const HOSTS: [&str; 5] = ["a.com", "x.a.com", "*.a.com", "*.x.a.com", "b.org"];
-const REGEXES: [&str; 6] = [
-    "/a/(?P<r>[a-c]+)",
-    "/[ab]/c",
-    "/(?P<x>[a-c])(?:/.*)?",
-    "/c.*",
-    "/a/b/?",
-    "/(?P<x>a)/(?P<y>[bc])?",
-];
-const REQ_HOSTS: [&str; 8] = [
-    "a.com",
-    "x.a.com",
-    "y.a.com",
-    "z.x.a.com",
-    "q.z.x.a.com",
-    "b.org",
-    "c.net",
-    "A.COM",
-];
+const REGEXES: [&str; 6] =
+    ["/a/(?P<r>[a-c]+)", "/[ab]/c", "/(?P<x>[a-c])(?:/.*)?", "/c.*", "/a/b/?", "/(?P<x>a)/(?P<y>[bc])?"];
+const REQ_HOSTS: [&str; 8] = ["a.com", "x.a.com", "y.a.com", "z.x.a.com", "q.z.x.a.com", "b.org", "c.net", "A.COM"];
 const X_B_VALUES: [&str; 2] = ["2", "3"];
 const QUERIES: [&str; 5] = ["q=1", "q=2&r=a+b", "q", "r=a%20b&q=1", "x=1"];
 const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::DELETE, Method::HEAD];
@@ -68,9 +53,7 @@ fn gen_path(rng: &mut Rng) -> PathMatch {
     let n = 1 + rng.below(3);
     match rng.below(100) {
         0..=24 => {
-            let mut p: String = (0..rng.below(4))
-                .map(|_| format!("/{}", rng.pick(&SEGS)))
-                .collect();
+            let mut p: String = (0..rng.below(4)).map(|_| format!("/{}", rng.pick(&SEGS))).collect();
             if p.is_empty() || rng.chance(10) {
                 p.push('/');
             }
@@ -96,9 +79,7 @@ fn gen_path(rng: &mut Rng) -> PathMatch {
             PathMatch::Template(p)
         }
         65..=84 => {
-            let p: String = (0..rng.below(3))
-                .map(|_| format!("/{}", rng.pick(&SEGS)))
-                .collect();
+            let p: String = (0..rng.below(3)).map(|_| format!("/{}", rng.pick(&SEGS))).collect();
             PathMatch::Prefix(if p.is_empty() { "/".into() } else { p })
         }
         _ => PathMatch::Regex((*rng.pick(&REGEXES)).to_owned()),
@@ -119,29 +100,16 @@ fn gen_spec(rng: &mut Rng, value: usize) -> Spec {
         spec.methods = METHODS.iter().filter(|_| rng.chance(40)).cloned().collect();
     }
     if rng.chance(30) {
-        let rule = rng
-            .pick(&[
-                ValueMatch::Exact("1".into()),
-                ValueMatch::Present,
-                ValueMatch::Regex("[0-9]".into()),
-            ])
-            .clone();
+        let rule =
+            rng.pick(&[ValueMatch::Exact("1".into()), ValueMatch::Present, ValueMatch::Regex("[0-9]".into())]).clone();
         spec = spec.header(hn("x-a"), rule);
     }
     if rng.chance(20) {
-        let rule = rng
-            .pick(&[ValueMatch::Absent, ValueMatch::Exact("2".into())])
-            .clone();
+        let rule = rng.pick(&[ValueMatch::Absent, ValueMatch::Exact("2".into())]).clone();
         spec = spec.header(hn("x-b"), rule);
     }
     if rng.chance(20) {
-        let rule = rng
-            .pick(&[
-                ValueMatch::Exact("1".into()),
-                ValueMatch::Present,
-                ValueMatch::Absent,
-            ])
-            .clone();
+        let rule = rng.pick(&[ValueMatch::Exact("1".into()), ValueMatch::Present, ValueMatch::Absent]).clone();
         spec = spec.query("q", rule);
     }
     if rng.chance(10) {
@@ -151,22 +119,12 @@ fn gen_spec(rng: &mut Rng, value: usize) -> Spec {
 }
 
 fn gen_req(rng: &mut Rng) -> Req {
-    let mut path: String = (0..rng.below(5))
-        .map(|_| format!("/{}", rng.pick(&["a", "b", "c", "d"])))
-        .collect();
+    let mut path: String = (0..rng.below(5)).map(|_| format!("/{}", rng.pick(&["a", "b", "c", "d"]))).collect();
     if path.is_empty() || rng.chance(15) {
         path.push('/');
     }
-    let mut req = Req::get(&path).method(
-        rng.pick(&[
-            Method::GET,
-            Method::POST,
-            Method::DELETE,
-            Method::HEAD,
-            Method::PUT,
-        ])
-        .clone(),
-    );
+    let mut req = Req::get(&path)
+        .method(rng.pick(&[Method::GET, Method::POST, Method::DELETE, Method::HEAD, Method::PUT]).clone());
     if rng.chance(80) {
         req = req.host(rng.pick_str(&REQ_HOSTS));
     }
@@ -264,11 +222,8 @@ fn form_decode(s: &str) -> Vec<u8> {
 
 fn rules_ok(spec: &Spec, headers: &HeaderMap, query: Option<&str>) -> bool {
     let headers_ok = spec.headers.iter().all(|h| {
-        let values: Vec<Vec<u8>> = headers
-            .get_all(&h.name)
-            .iter()
-            .map(|v: &HeaderValue| v.as_bytes().to_vec())
-            .collect();
+        let values: Vec<Vec<u8>> =
+            headers.get_all(&h.name).iter().map(|v: &HeaderValue| v.as_bytes().to_vec()).collect();
         value_ok(&h.rule, &values)
     });
     let query_ok = spec.query.iter().all(|q| {
@@ -287,9 +242,7 @@ fn rules_ok(spec: &Spec, headers: &HeaderMap, query: Option<&str>) -> bool {
 }
 
 fn method_ok(spec: &Spec, m: &Method) -> bool {
-    spec.methods.is_empty()
-        || spec.methods.contains(m)
-        || (*m == Method::HEAD && spec.methods.contains(&Method::GET))
+    spec.methods.is_empty() || spec.methods.contains(m) || (*m == Method::HEAD && spec.methods.contains(&Method::GET))
 }
 
 fn class(p: &PathMatch) -> u8 {
@@ -318,20 +271,11 @@ fn kinds(t: &str) -> Vec<u8> {
 
 fn model_cmp(specs: &[Spec], a: usize, b: usize) -> Ordering {
     let (x, y) = (&specs[a], &specs[b]);
-    let first_decl = |r: &str| {
-        specs
-            .iter()
-            .position(|s| s.path == PathMatch::Regex(r.to_owned()))
-            .unwrap()
-    };
+    let first_decl = |r: &str| specs.iter().position(|s| s.path == PathMatch::Regex(r.to_owned())).unwrap();
     let path_order = match (&x.path, &y.path) {
         (PathMatch::Template(s), PathMatch::Template(t)) => {
             let (ks, kt) = (kinds(s), kinds(t));
-            ks.iter()
-                .zip(&kt)
-                .map(|(p, q)| p.cmp(q))
-                .find(|o| o.is_ne())
-                .unwrap_or(kt.len().cmp(&ks.len()))
+            ks.iter().zip(&kt).map(|(p, q)| p.cmp(q)).find(|o| o.is_ne()).unwrap_or(kt.len().cmp(&ks.len()))
         }
         (PathMatch::Regex(s), PathMatch::Regex(t)) => first_decl(s).cmp(&first_decl(t)),
         (PathMatch::Prefix(s), PathMatch::Prefix(t)) => {
@@ -367,9 +311,7 @@ fn model(specs: &[Spec], req: &Req) -> Out<usize> {
 
     let mut allow: Vec<Method> = Vec::new();
     for group in &groups {
-        let mut members: Vec<usize> = (0..specs.len())
-            .filter(|&i| in_group(group, &specs[i]))
-            .collect();
+        let mut members: Vec<usize> = (0..specs.len()).filter(|&i| in_group(group, &specs[i])).collect();
         members.sort_by(|&a, &b| model_cmp(specs, a, b));
         for i in members {
             let s = &specs[i];
@@ -406,22 +348,14 @@ fn build_reduced(specs: &[Spec]) -> (Router<usize>, usize) {
             Err(errors) => {
                 for e in &errors {
                     assert!(
-                        matches!(
-                            e.kind,
-                            BuildErrorKind::Duplicate { .. } | BuildErrorKind::Unreachable { .. }
-                        ),
+                        matches!(e.kind, BuildErrorKind::Duplicate { .. } | BuildErrorKind::Unreachable { .. }),
                         "unexpected {e:?} for {:?}",
                         kept[e.route]
                     );
                 }
                 let bad: Vec<usize> = errors.iter().map(|e| e.route).collect();
                 dropped += bad.len();
-                kept = kept
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| !bad.contains(i))
-                    .map(|(_, s)| s)
-                    .collect();
+                kept = kept.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, s)| s).collect();
             }
         }
     }
@@ -440,10 +374,7 @@ fn select_agrees_with_a_naive_linear_scan() {
             let req = gen_req(&mut rng);
             let expected = model(&specs, &req);
             let got = super::support::select(&router, &req);
-            assert_eq!(
-                got, expected,
-                "case {case}, request {req:?}, routes {specs:#?}"
-            );
+            assert_eq!(got, expected, "case {case}, request {req:?}, routes {specs:#?}");
             match got {
                 Out::Hit(..) => hits += 1,
                 Out::NotAllowed(_) => not_allowed += 1,
@@ -452,10 +383,7 @@ fn select_agrees_with_a_naive_linear_scan() {
         }
     }
     // The generator must exercise every outcome, and the shadowing checks, substantially.
-    assert!(
-        hits > 10_000 && not_allowed > 1_000 && not_found > 1_000,
-        "{hits} {not_allowed} {not_found}"
-    );
+    assert!(hits > 10_000 && not_allowed > 1_000 && not_found > 1_000, "{hits} {not_allowed} {not_found}");
     assert!(dropped > 20, "{dropped}");
     println!(
         "{hits} hits, {not_allowed} 405s, {not_found} 404s, {dropped} routes reported as duplicate or unreachable"

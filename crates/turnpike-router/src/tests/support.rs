@@ -50,13 +50,7 @@ pub(super) struct Req {
 
 impl Req {
     pub(super) fn get(path: &str) -> Req {
-        Req {
-            host: None,
-            path: path.into(),
-            method: Method::GET,
-            headers: HeaderMap::new(),
-            query: None,
-        }
+        Req { host: None, path: path.into(), method: Method::GET, headers: HeaderMap::new(), query: None }
     }
     pub(super) fn host(mut self, h: &str) -> Req {
         self.host = Some(h.into());
@@ -67,8 +61,7 @@ impl Req {
         self
     }
     pub(super) fn header(mut self, name: &'static str, value: &str) -> Req {
-        self.headers
-            .append(hn(name), HeaderValue::from_str(value).unwrap());
+        self.headers.append(hn(name), HeaderValue::from_str(value).unwrap());
         self
     }
     pub(super) fn query(mut self, q: &str) -> Req {
@@ -96,13 +89,9 @@ pub(super) enum Out<V> {
 
 pub(super) fn select<V: Clone>(router: &Router<V>, req: &Req) -> Out<V> {
     match router.select(&req.view()) {
-        Selection::Matched(m) => Out::Hit(
-            m.value.clone(),
-            m.params
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
-        ),
+        Selection::Matched(m) => {
+            Out::Hit(m.value.clone(), m.params.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect())
+        }
         Selection::MethodNotAllowed { allow } => Out::NotAllowed(allow),
         Selection::NotFound => Out::NotFound,
     }
@@ -117,8 +106,5 @@ pub(super) fn hit<V: Clone>(router: &Router<V>, req: &Req) -> Option<V> {
 }
 
 pub(super) fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-        .collect()
+    pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
 }
