@@ -260,8 +260,8 @@ impl GatewayHandle {
     /// The address a listener is actually bound to (differs from the configured one for port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         let snapshot = self.snapshot();
-        let configured = snapshot.listeners.iter().find(|l| &*l.name == name)?.address;
-        lock(&self.gateway.listeners).bound().into_iter().find(|(c, _)| *c == configured).map(|(_, bound)| bound)
+        let key = snapshot.listeners.iter().find(|l| &*l.name == name)?.key();
+        lock(&self.gateway.listeners).bound().into_iter().find(|(k, _)| *k == key).map(|(_, bound)| bound)
     }
 
     /// Open downstream connections.

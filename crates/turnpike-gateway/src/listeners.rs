@@ -1,5 +1,5 @@
-//! The listener set: sockets keyed by their configured address, reconciled on reload by diff. A listener whose
-//! address stays keeps its socket (no connection is refused or reset); new ones are bound before the new snapshot
+//! The listener set: sockets keyed by their configured address (and name, for port 0), reconciled on reload by diff.
+//! A listener whose address stays keeps its socket (no connection is refused or reset); new ones are bound before the new snapshot
 //! is swapped in, so a reload that cannot bind changes nothing.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
 use crate::gateway::Gateway;
-use crate::snapshot::ListenerSettings;
+use crate::snapshot::{ListenerKey, ListenerSettings};
 use crate::workers::Workers;
 
 /// Why a listener could not be bound.
@@ -37,13 +37,13 @@ struct Active {
 /// The bound listeners.
 #[derive(Default)]
 pub(crate) struct ListenerSet {
-    active: HashMap<SocketAddr, Active>,
+    active: HashMap<ListenerKey, Active>,
 }
 
 /// New sockets bound for a reload, not yet accepting.
 pub(crate) struct Prepared {
-    fresh: Vec<(SocketAddr, std::net::TcpListener)>,
-    keep: Vec<SocketAddr>,
+    fresh: Vec<(ListenerKey, std::net::TcpListener)>,
+    keep: Vec<ListenerKey>,
 }
 
 impl ListenerSet {
@@ -51,7 +51,8 @@ impl ListenerSet {
     pub(crate) fn prepare(&self, wanted: &[Arc<ListenerSettings>]) -> Result<Prepared, BindError> {
         let mut fresh = Vec::new();
         for listener in wanted {
-            if self.active.contains_key(&listener.address) {
+            let key = listener.key();
+            if self.active.contains_key(&key) {
                 continue;
             }
             let socket = bind(listener.address).map_err(|source| BindError {
@@ -59,40 +60,41 @@ impl ListenerSet {
                 address: listener.address,
                 source,
             })?;
-            fresh.push((listener.address, socket));
+            fresh.push((key, socket));
         }
-        Ok(Prepared { fresh, keep: wanted.iter().map(|l| l.address).collect() })
+        Ok(Prepared { fresh, keep: wanted.iter().map(|l| l.key()).collect() })
     }
 
     /// Starts accepting on the new sockets and closes the ones no longer configured.
     pub(crate) fn commit(&mut self, prepared: Prepared, gateway: &Arc<Gateway>, workers: &Workers) {
-        self.active.retain(|address, active| {
-            let keep = prepared.keep.contains(address);
+        self.active.retain(|key, active| {
+            let keep = prepared.keep.contains(key);
             if !keep {
                 let _ = active.stop.send(true);
-                tracing::info!(address = %address, "listener closed");
+                tracing::info!(listener = %key, "listener closed");
             }
             keep
         });
-        for (address, socket) in prepared.fresh {
+        for (key, socket) in prepared.fresh {
+            let address = key.address;
             let bound = socket.local_addr().unwrap_or(address);
             let (stop, stopped) = watch::channel(false);
             for handle in workers.handles() {
                 match socket.try_clone() {
                     Ok(clone) => {
-                        handle.spawn(accept_loop(gateway.clone(), clone, address, stopped.clone()));
+                        handle.spawn(accept_loop(gateway.clone(), clone, key.clone(), stopped.clone()));
                     }
                     Err(err) => tracing::error!(address = %address, error = %err, "cannot share listener socket"),
                 }
             }
             tracing::info!(address = %address, bound = %bound, workers = workers.len(), "listening");
-            self.active.insert(address, Active { bound, _socket: socket, stop });
+            self.active.insert(key, Active { bound, _socket: socket, stop });
         }
     }
 
-    /// (configured address, bound address) of every listener.
-    pub(crate) fn bound(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        self.active.iter().map(|(configured, a)| (*configured, a.bound)).collect()
+    /// (key, bound address) of every listener.
+    pub(crate) fn bound(&self) -> Vec<(ListenerKey, SocketAddr)> {
+        self.active.iter().map(|(key, a)| (key.clone(), a.bound)).collect()
     }
 
     /// Stops accepting everywhere (shutdown).
@@ -126,9 +128,10 @@ fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 async fn accept_loop(
     gateway: Arc<Gateway>,
     socket: std::net::TcpListener,
-    address: SocketAddr,
+    key: ListenerKey,
     mut stop: watch::Receiver<bool>,
 ) {
+    let address = key.address;
     let listener = match tokio::net::TcpListener::from_std(socket) {
         Ok(listener) => listener,
         Err(err) => {
@@ -145,7 +148,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 // Settings come from the snapshot current at accept time; a reload applies to new connections.
-                let Some(settings) = gateway.snapshot().listener(address).cloned() else { continue };
+                let Some(settings) = gateway.snapshot().listener(&key).cloned() else { continue };
                 tokio::spawn(crate::server::serve(gateway.clone(), stream, peer, settings));
             }
             Err(err) if is_transient(&err) => {}

@@ -28,9 +28,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The settings of the listener bound to `addr`, if it is still configured.
-    pub fn listener(&self, addr: SocketAddr) -> Option<&Arc<ListenerSettings>> {
-        self.listeners.iter().find(|l| l.address == addr)
+    /// The settings of the listener with this key, if it is still configured.
+    pub fn listener(&self, key: &ListenerKey) -> Option<&Arc<ListenerSettings>> {
+        self.listeners.iter().find(|l| &l.key() == key)
     }
 }
 
@@ -92,6 +92,25 @@ pub enum ListenerProtocol {
     Http2,
 }
 
+/// What identifies a listener's socket across reloads: its address, plus its name when the port is 0 (each such
+/// listener gets a port of its own, so the address alone does not tell them apart).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// The configured address.
+    pub address: SocketAddr,
+    /// The name, for port 0 only.
+    pub name: Option<Arc<str>>,
+}
+
+impl std::fmt::Display for ListenerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{} ({name})", self.address),
+            None => write!(f, "{}", self.address),
+        }
+    }
+}
+
 /// A listener, compiled. The socket itself lives in the listener set and survives reloads that keep the address.
 #[derive(Debug, PartialEq)]
 pub struct ListenerSettings {
@@ -111,6 +130,13 @@ pub struct ListenerSettings {
     pub max_headers: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+}
+
+impl ListenerSettings {
+    /// The key its socket is kept under across reloads.
+    pub fn key(&self) -> ListenerKey {
+        ListenerKey { address: self.address, name: (self.address.port() == 0).then(|| self.name.clone()) }
+    }
 }
 
 /// A route, compiled: what happens to the requests it matches.

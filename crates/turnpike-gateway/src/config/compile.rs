@@ -115,7 +115,8 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            if !addresses.insert(address) {
+            // Port 0 asks for any free port: several listeners may do so.
+            if address.port() != 0 && !addresses.insert(address) {
                 self.error(&l.path.clone().key("address"), format!("`{address}` is used by two listeners"));
             }
             for (field, d) in [("header_timeout", l.header_timeout), ("body_timeout", l.body_timeout)] {
