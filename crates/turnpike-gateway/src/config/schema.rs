@@ -54,6 +54,8 @@ fn section(out: &mut String, name: &str, def: &Value) {
             let default = match prop.get("default") {
                 Some(Value::Null) | None if required.contains(&field.as_str()) => "required".to_string(),
                 Some(Value::Null) | None => "—".to_string(),
+                // A nested section's default is each of its own fields' defaults, listed in its own table.
+                Some(Value::Object(_)) => "its fields' defaults".to_string(),
                 Some(v) => format!("`{}`", compact(v)),
             };
             let desc = prop.get("description").and_then(Value::as_str).unwrap_or("").replace('\n', " ");

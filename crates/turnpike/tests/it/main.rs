@@ -1,0 +1,8 @@
+//! End-to-end tests of the `turnpike` binary: the CLI, `run` with its signals and control socket, the demo's URL
+//! contract, and bounded-memory streaming measured on the real process.
+
+mod cli;
+mod demo;
+mod process;
+mod run;
+mod streaming;
