@@ -9,6 +9,6 @@ use crate::Body;
 pub enum Flow {
     /// Go on to the next phase.
     Continue,
-    /// Answer with this response; later phases up to `finish` are skipped.
-    Respond(Response<Body>),
+    /// Answer with this response; later phases up to `finish` are skipped. Boxed: answering early is the rare case.
+    Respond(Box<Response<Body>>),
 }

@@ -1,5 +1,8 @@
 //! End-to-end tests of the gateway: real HTTP through a gateway on 127.0.0.1:0 to mock upstreams.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod config;
 mod forwarding;
 mod limits;

@@ -93,7 +93,7 @@ async fn fifty_reloads_under_load_fail_no_request() {
         c.await.unwrap();
     }
 
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
     assert!(ok.load(Ordering::Relaxed) > 1000, "only {} requests", ok.load(Ordering::Relaxed));
     assert!(a.count() > 0 && b.count() > 0, "both configurations served traffic");
