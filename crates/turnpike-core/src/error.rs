@@ -43,6 +43,12 @@ pub enum GatewayError {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// The request has more header fields than the listener allows.
+    #[error("request has more than {limit} header fields")]
+    TooManyHeaders {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request body is larger than the route allows.
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -96,7 +102,9 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::InvalidPath(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::HeadersTooLarge { .. } | GatewayError::TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             // 499 is nginx's "client closed request"; the client will not read it, but the access log will.
@@ -116,6 +124,7 @@ impl GatewayError {
             | GatewayError::InvalidPath(_)
             | GatewayError::BadRequest(_)
             | GatewayError::HeadersTooLarge { .. }
+            | GatewayError::TooManyHeaders { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ClientTimeout
             | GatewayError::ClientAborted => ErrorSide::Client,
@@ -138,6 +147,7 @@ impl GatewayError {
             | GatewayError::InvalidPath(_)
             | GatewayError::BadRequest(_)
             | GatewayError::HeadersTooLarge { .. }
+            | GatewayError::TooManyHeaders { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ClientTimeout
             | GatewayError::ClientAborted
@@ -154,6 +164,7 @@ impl GatewayError {
             GatewayError::InvalidPath(_) => "invalid-path",
             GatewayError::BadRequest(_) => "bad-request",
             GatewayError::HeadersTooLarge { .. } => "headers-too-large",
+            GatewayError::TooManyHeaders { .. } => "too-many-headers",
             GatewayError::PayloadTooLarge { .. } => "payload-too-large",
             GatewayError::ClientTimeout => "client-timeout",
             GatewayError::ClientAborted => "client-aborted",

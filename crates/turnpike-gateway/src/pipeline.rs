@@ -157,8 +157,11 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-/// 431 for a request head over the listener's limit; 413 for a declared body over the route's limit.
+/// 431 for a request head over the listener's limits (size, field count); 413 for a declared body over the route's limit.
 fn admit_sizes(conn: &Conn, route: &crate::snapshot::Route, req: &Request<Incoming>) -> Result<(), GatewayError> {
+    if req.headers().len() > conn.listener.max_headers {
+        return Err(GatewayError::TooManyHeaders { limit: conn.listener.max_headers });
+    }
     let limit = conn.listener.max_header_size;
     let mut size = req.method().as_str().len() + req.uri().to_string_len_hint() + 12;
     for (name, value) in req.headers() {

@@ -76,6 +76,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
+/// Whether `name` is a forwarding header (`X-Forwarded-*`, `Forwarded`).
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == FORWARDED || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST
+}
+
 /// The real client address: the peer, or — when the peer is a trusted proxy — the rightmost address in
 /// `X-Forwarded-For` that is not itself a trusted proxy.
 pub(crate) fn client_ip(settings: &ServerSettings, peer_ip: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -129,6 +134,13 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 
     let s = f.settings;
     let trusted = s.is_trusted(f.peer.addr.ip().to_canonical());
+    if !trusted && headers.keys().any(is_forwarding) {
+        // Forwarding headers from an untrusted peer are claims nobody vouches for: they never reach the upstream,
+        // whether or not the gateway writes its own below.
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, FORWARDED] {
+            headers.remove(name);
+        }
+    }
     if s.x_forwarded {
         set_x_forwarded_for(headers, trusted, &f.peer.ip_header);
         if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {

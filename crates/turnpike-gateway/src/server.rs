@@ -1,14 +1,17 @@
 //! Serving one downstream connection: HTTP/1.1 and HTTP/2 (prior knowledge), slowloris deadlines, graceful drain.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -118,7 +121,7 @@ pub(crate) async fn serve(
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(listener.address);
     let peer = Arc::new(Peer::new(peer_addr, local, listener.name.clone(), Scheme::Http));
-    let mut shutdown = gateway.shutdown_signal();
+    let shutdown = gateway.shutdown_signal();
     let since = Instant::now();
     let activity = Activity { since, in_flight: AtomicU32::new(0), last_end_nanos: AtomicU64::new(0) };
     let conn = Arc::new(Conn { gateway, peer, listener: listener.clone(), activity });
@@ -127,33 +130,112 @@ pub(crate) async fn serve(
         let conn = conn.clone().begin();
         async move { Ok::<_, Infallible>(crate::pipeline::handle(conn, req).await) }
     });
-    let io = TokioIo::new(stream);
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // The head deadline is the watchdog's below (one timer per connection, not one per request).
-        .header_read_timeout(None)
-        .max_headers(listener.max_headers)
-        // A backstop only: the gateway checks the configured limit itself so that it can answer with a problem
-        // document; hyper's own refusal (a bare 431) applies to heads that do not fit twice that buffer.
-        .max_buf_size((listener.max_header_size as usize).saturating_mul(2).max(16 * 1024));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(listener.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(listener.max_header_size).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let builder = match listener.protocol {
-        ListenerProtocol::Auto => builder,
-        ListenerProtocol::Http1 => builder.http1_only(),
-        ListenerProtocol::Http2 => builder.http2_only(),
+    let protocol = match listener.protocol {
+        ListenerProtocol::Http1 => ListenerProtocol::Http1,
+        ListenerProtocol::Http2 => ListenerProtocol::Http2,
+        ListenerProtocol::Auto => match sniff(&stream, since + listener.header_timeout).await {
+            Some(protocol) => protocol,
+            None => return,
+        },
     };
-    let connection = builder.serve_connection(io, service);
+    let io = TokioIo::new(stream);
+    match protocol {
+        ListenerProtocol::Http2 => {
+            // Boxed: HTTP/2 connection state is large, and it must not size every HTTP/1.1 connection's task.
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(listener.h2_max_concurrent_streams)
+                .max_header_list_size(u32::try_from(listener.max_header_size).unwrap_or(u32::MAX))
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20));
+            Box::pin(drive(builder.serve_connection(io, service), &watched, shutdown)).await;
+        }
+        ListenerProtocol::Http1 | ListenerProtocol::Auto => {
+            let mut builder = http1::Builder::new();
+            builder
+                // The head deadline is the watchdog's in `drive` (one timer per connection, not one per request).
+                .header_read_timeout(None)
+                // A backstop only: the gateway checks the configured limit itself so that it can answer with a
+                // problem document; hyper's own refusal (a bare 431) applies to heads that do not fit twice that.
+                .max_buf_size((listener.max_header_size as usize).saturating_mul(2).max(16 * 1024));
+            // hyper parses up to 100 fields without allocating; the configured count is checked in `admit`, so
+            // hyper's limit (a bare 431) only moves for configurations that allow more.
+            if listener.max_headers > HYPER_INLINE_HEADERS {
+                builder.max_headers(listener.max_headers.saturating_mul(2));
+            }
+            drive(builder.serve_connection(io, service), &watched, shutdown).await;
+        }
+    }
+}
+
+/// How many header fields hyper parses in place (its default limit).
+const HYPER_INLINE_HEADERS: usize = 100;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a client that starts with it speaks HTTP/2 with prior knowledge.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 with prior knowledge from HTTP/1.1 by peeking at the first bytes, without consuming them (so no
+/// rewind buffer sits in front of every read afterwards). `None`: the client closed, or sent nothing by `deadline`.
+async fn sniff(stream: &TcpStream, deadline: Instant) -> Option<ListenerProtocol> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(ListenerProtocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(ListenerProtocol::Http2);
+        }
+        // Part of the preface so far (rare): peeking again at once would see the same bytes, so wait a little.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// A served connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Runs a connection to its end, with the head/idle watchdog and graceful drain on shutdown.
+async fn drive<C: Graceful>(connection: C, watched: &Conn, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut connection = std::pin::pin!(connection);
-    let timeout = listener.header_timeout;
-    let watchdog = tokio::time::sleep_until(since + timeout);
+    let timeout = watched.listener.header_timeout;
+    let watchdog = tokio::time::sleep_until(watched.activity.since + timeout);
     let mut watchdog = std::pin::pin!(watchdog);
     loop {
         tokio::select! {
@@ -186,7 +268,7 @@ pub(crate) async fn serve(
     log_end(connection.await);
 }
 
-fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_end(result: Result<(), hyper::Error>) {
     if let Err(err) = result {
         tracing::debug!(error = %err, "downstream connection ended with an error");
     }

@@ -341,9 +341,9 @@ impl Compiler<'_> {
                             display_id(doc, &paths[of].0)
                         ),
                         BuildErrorKind::Unreachable { shadowed_by } => format!(
-                            "this route can never be selected: every request it matches is taken by route `{}` ({})",
+                            "this route can never be selected: every request it matches is taken by route `{}` \
+                             (same path and conditions, ranked first, accepting all of its methods)",
                             display_id(doc, &paths[shadowed_by].0),
-                            e.message
                         ),
                     };
                     self.error(&path, message);
