@@ -87,6 +87,9 @@ impl FromStr for Duration {
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(UnitParseError(format!("duration `{s}` has no unit: add one, e.g. `{s}s` or `{s}ms`")));
         }
+        if s.contains(char::is_whitespace) {
+            return Err(invalid("write numbers and units together without spaces, like `5s`, `250ms` or `1m30s`"));
+        }
         let mut rest = s;
         let mut total: u128 = 0;
         let mut last_unit: Option<usize> = None;

@@ -68,7 +68,9 @@ impl Client {
     pub fn h1() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Self { inner: Legacy::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector) }
+        Self {
+            inner: Legacy::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector),
+        }
     }
 
     /// An HTTP/2 client with prior knowledge (h2c).
@@ -95,6 +97,12 @@ impl Client {
         let (parts, body) = resp.into_parts();
         let collected = body.collect().await?;
         let trailers = collected.trailers().cloned();
-        Ok(Reply { status: parts.status, version: parts.version, headers: parts.headers, body: collected.to_bytes(), trailers })
+        Ok(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        })
     }
 }

@@ -84,7 +84,9 @@ impl TestGateway {
         let raw = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8_lossy(&raw)
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {line}")))
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {line}"))
+            })
             .collect()
     }
 

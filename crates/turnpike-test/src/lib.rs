@@ -4,10 +4,12 @@
 pub mod client;
 pub mod gateway;
 pub mod mock;
+pub mod raw;
 
 pub use client::{Client, Reply};
 pub use gateway::TestGateway;
 pub use mock::{MockReply, MockUpstream, Recorded};
+pub use raw::{RawConn, RawResponse};
 
 /// A free loopback port nobody listens on (bound, then released): connections to it are refused.
 pub fn refused_addr() -> std::net::SocketAddr {

@@ -88,7 +88,13 @@ impl MockReply {
 
     /// A plain-text response.
     pub fn text(status: u16, body: impl Into<Bytes>) -> Self {
-        MockReply::Respond { status, headers: Vec::new(), body: body.into(), trailers: Vec::new(), delay: Duration::ZERO }
+        MockReply::Respond {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            trailers: Vec::new(),
+            delay: Duration::ZERO,
+        }
     }
 
     /// Adds a header.
@@ -186,7 +192,8 @@ impl MockUpstream {
                 tokio::spawn(async move {
                     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (handler, rec, received, close_tx) = (handler.clone(), rec.clone(), received.clone(), close_tx.clone());
+                        let (handler, rec, received, close_tx) =
+                            (handler.clone(), rec.clone(), received.clone(), close_tx.clone());
                         async move {
                             let recorded = record(req, peer, mode, &received).await;
                             let reply = handler(&recorded);
@@ -197,7 +204,8 @@ impl MockUpstream {
                     let io = TokioIo::new(stream);
                     let mut closed = close_rx;
                     if h2 {
-                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service);
                         tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
                     } else {
                         let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
@@ -311,7 +319,8 @@ async fn respond(reply: MockReply, close: &tokio::sync::watch::Sender<bool>) -> 
             Ok(resp)
         }
         MockReply::Stream { bytes } => {
-            let mut resp = Response::new(MockBody::Generated { remaining: bytes, chunk: Bytes::from(vec![b'x'; 64 * 1024]) });
+            let mut resp =
+                Response::new(MockBody::Generated { remaining: bytes, chunk: Bytes::from(vec![b'x'; 64 * 1024]) });
             resp.headers_mut().insert("content-length", HeaderValue::from(bytes));
             Ok(resp)
         }
@@ -386,7 +395,9 @@ impl http_body::Body for MockBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            MockBody::Full { data, trailers: None } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            MockBody::Full { data, trailers: None } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             MockBody::Full { .. } => SizeHint::default(),
             MockBody::Generated { remaining, .. } => SizeHint::with_exact(*remaining),
         }
