@@ -38,6 +38,15 @@ for target in "${@:-turnpike}"; do
     requests=$(awk '/requests in/ {print $1}' "$OUT/$target.wrk")
     dump=$(ls -t "$OUT/$target".* | grep -v -e '\.log$' -e '\.wrk$' | head -1)
     total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
-    echo "$target: $requests requests, $total instructions, $((total / requests)) instructions/request (dump: $dump)"
+    # Allocations: calls from Rust's global allocator glue (the mimalloc crate) into mimalloc's malloc/zalloc,
+    # counted from the caller tree (both binaries use mimalloc, so they are counted alike).
+    allocs=$(callgrind_annotate --tree=caller --threshold=100 "$dump" 2>/dev/null | awk '
+        /< .*mimalloc-0\.1[^/]*\/src\/lib\.rs:.*\([0-9,]+x\)/ {
+            match($0, /\([0-9,]+x\)/); n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); pending += n; next }
+        /\* .*:mi_(malloc|zalloc)_aligned \[/ { total += pending; pending = 0; next }
+        /\* / { pending = 0 }
+        END { print total + 0 }')
+    echo "$target: $requests requests, $total instructions, $((total / requests)) instructions/request," \
+        "$(awk -v a="$allocs" -v r="$requests" 'BEGIN { printf "%.1f", a / r }') allocations/request (dump: $dump)"
     kill "$vpid" 2>/dev/null || true; wait "$vpid" 2>/dev/null || true
 done

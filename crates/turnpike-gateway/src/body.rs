@@ -25,7 +25,7 @@ pub(crate) enum BytesIn {
 
 /// What the `finish` phase needs once the response is over.
 pub(crate) struct Finish {
-    pub cx: Box<Cx>,
+    pub cx: Cx,
     pub status: u16,
     pub version: Version,
     pub bytes_in: BytesIn,

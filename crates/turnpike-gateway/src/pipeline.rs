@@ -30,8 +30,7 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     let snap = conn.gateway.snapshot();
     let request_id = request_id(&snap, &conn.peer, &req);
     let version = req.version();
-    let mut cx =
-        Box::new(Cx::new(request_id, conn.peer.clone(), req.method().clone(), req.uri().clone(), Instant::now()));
+    let mut cx = Cx::new(request_id, conn.peer.clone(), req.method().clone(), req.uri().clone(), Instant::now());
     cx.host = host_value(&req);
     cx.client_ip = proxy_headers::client_ip(&snap.server, conn.peer.addr.ip().to_canonical(), req.headers());
     let mut bytes_in = BytesIn::Known(0);

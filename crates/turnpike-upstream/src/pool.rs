@@ -104,10 +104,11 @@ impl Pool {
     }
 
     /// Takes a ready connection: a pooled one if any is alive, else a new one.
-    pub(crate) async fn checkout(&self, settings: &PoolSettings) -> Result<Checkout, ConnectError> {
+    /// `now` is the caller's idea of the current time (read once per request), used to expire idle connections.
+    pub(crate) async fn checkout(&self, settings: &PoolSettings, now: Instant) -> Result<Checkout, ConnectError> {
         match self.protocol {
             Protocol::Http1 => {
-                while let Some(idle) = self.pop_idle(settings.idle_timeout) {
+                while let Some(idle) = self.pop_idle(settings.idle_timeout, now) {
                     let mut sender = idle.sender;
                     if sender.is_closed() {
                         continue;
@@ -139,10 +140,10 @@ impl Pool {
         }
     }
 
-    fn pop_idle(&self, idle_timeout: Duration) -> Option<Idle> {
+    fn pop_idle(&self, idle_timeout: Duration, now: Instant) -> Option<Idle> {
         let mut idle = lock(&self.idle);
         let newest = idle.pop_back()?;
-        if newest.since.elapsed() >= idle_timeout {
+        if now.saturating_duration_since(newest.since) >= idle_timeout {
             // The newest has expired, so all older ones have too.
             idle.clear();
             return None;
@@ -247,13 +248,14 @@ impl Exchange {
         &self.endpoint
     }
 
-    /// Sends `req` on a pooled or new connection and waits for the response head.
+    /// Sends `req` on a pooled or new connection and waits for the response head. `now` is the time the caller
+    /// read when it started the attempt (it saves a clock read here).
     ///
     /// `req`'s URI must be in origin form (`/path?query`) for HTTP/1.1 and absolute for HTTP/2. A request that a
     /// reused connection never started (it had closed while idle) is sent once more on a fresh connection.
-    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(&mut self, req: Request<Body>, now: Instant) -> Result<Response<Incoming>, SendError> {
         let pool = &self.endpoint.pool;
-        let checkout = pool.checkout(&self.settings).await?;
+        let checkout = pool.checkout(&self.settings, now).await?;
         let reused = checkout.reused;
         match checkout.sender {
             Sender::H1(mut sender) => match sender.try_send_request(req).await {

@@ -11,8 +11,14 @@ use turnpike_gateway::state::State;
 use turnpike_gateway::{GatewayHandle, StartError, StartOptions, control};
 use turnpike_telemetry::LogFormat;
 
+// The allocator is chosen by measurement (bench/RESULTS.md); both features at once is a build error by design.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Exit status: success.
 const EXIT_OK: u8 = 0;

@@ -64,7 +64,7 @@ pub(crate) async fn forward(
     let mut exchange = endpoint.begin(upstream.pool);
     cx.attempts += 1;
     let sent = Instant::now();
-    let outcome = tokio::time::timeout(route.timeout, exchange.send(Request::from_parts(head, body))).await;
+    let outcome = tokio::time::timeout(route.timeout, exchange.send(Request::from_parts(head, body), sent)).await;
     cx.upstream_duration = Some(sent.elapsed());
     let resp = match outcome {
         Ok(Ok(resp)) => resp,
