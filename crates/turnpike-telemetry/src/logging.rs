@@ -19,6 +19,10 @@ pub fn init(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Pretty => builder.with_target(false).try_init(),
+        // Colors only for a terminal: escape codes in a file or pipe are noise.
+        LogFormat::Pretty => {
+            use std::io::IsTerminal;
+            builder.with_target(false).with_ansi(std::io::stdout().is_terminal()).try_init()
+        }
     };
 }

@@ -18,3 +18,16 @@ pub fn refused_addr() -> std::net::SocketAddr {
     drop(listener);
     addr
 }
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held. For waiting on a condition
+/// without sleeping a guessed time.
+pub async fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    cond()
+}

@@ -31,19 +31,20 @@ const EXIT_RUNTIME: u8 = 3;
 
 const EXAMPLES: &str = "\
 Examples:
-  turnpike demo                                  run the demo: three services behind a gateway on 127.0.0.1:8080
-  turnpike run -c gateway.yaml                   run a gateway (reloads on SIGHUP and when the file changes)
-  turnpike run -c conf.d/ --workers 4            a directory of YAML/JSON files, merged in name order
-  turnpike validate -c gateway.yaml              report every error in a config, with file:line:col
-  turnpike routes -c gateway.yaml                the compiled route table, in precedence order
-  turnpike reload -c gateway.yaml                reload the gateway running gateway.yaml, and show the result
-  turnpike schema > turnpike.schema.json         JSON Schema of the config (for editors)
+  turnpike demo                        three demo services behind a gateway on 127.0.0.1:8080
+  turnpike run -c gateway.yaml         run (reloads on SIGHUP and when the file changes)
+  turnpike run -c conf.d/ --workers 4  a directory of YAML/JSON files, merged in name order
+  turnpike validate -c gateway.yaml    every error in a config, with file:line:col
+  turnpike routes -c gateway.yaml      the compiled route table, in precedence order
+  turnpike reload -c gateway.yaml      reload the gateway running gateway.yaml, show the result
+  turnpike schema > turnpike.json      the JSON Schema of the config (for editors)
 
-Exit status: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime error (cannot bind, cannot reach the gateway).";
+Exit status: 0 ok, 1 invalid configuration, 2 usage error,
+3 runtime error (cannot bind, cannot reach the gateway).";
 
 /// Turnpike: an API gateway for microservices.
 #[derive(Debug, Parser)]
-#[command(name = "turnpike", version, about, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "turnpike", version, after_help = EXAMPLES, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turnpike_gateway::{ReloadError, StartOptions};
-use turnpike_test::{Client, MockReply, MockUpstream, TestGateway};
+use turnpike_test::{Client, MockReply, MockUpstream, TestGateway, eventually};
 
 fn config(listen: &str, upstream: SocketAddr, extra: &str) -> String {
     format!(
@@ -27,18 +27,6 @@ routes:
     upstream: app
 {extra}"#
     )
-}
-
-/// Polls `cond` every 5 ms for up to `limit`.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    cond()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

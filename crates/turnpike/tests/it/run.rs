@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use turnpike_test::{Client, MockReply, MockUpstream};
 
-use crate::process::{Gateway, TempDir, eventually, free_port, run, wait_listening};
+use turnpike_test::eventually;
+
+use crate::process::{Gateway, TempDir, free_port, run, wait_listening};
 
 fn config(port: u16, upstream: std::net::SocketAddr, slow: std::net::SocketAddr) -> String {
     format!(

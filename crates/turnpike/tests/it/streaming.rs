@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use turnpike_test::mock::MockBody;
 use turnpike_test::{Client, MockReply, MockUpstream};
 
-use crate::process::{Gateway, TempDir, free_port, wait_listening};
+use crate::process::{Gateway, TempDir, free_port, rss_of, wait_listening};
 
 const GIB: u64 = 1 << 30;
 const LIMIT: u64 = 50 * 1000 * 1000;
@@ -105,13 +105,4 @@ routes:
         growth / 1024
     );
     assert!(growth < LIMIT, "gateway RSS grew by {growth} bytes moving 2 GiB");
-}
-
-fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
