@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
-use crate::{Identity, RequestId};
+use crate::{ClientCert, Identity, RequestId};
 
 /// The scheme a listener speaks to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,10 @@ pub struct Peer {
     pub scheme: Scheme,
     /// The peer's IP as a header value, made once so forwarding headers cost no formatting per request.
     pub ip_header: HeaderValue,
+    /// The client certificate the listener verified (mTLS), if any.
+    pub client_cert: Option<Arc<ClientCert>>,
+    /// The TLS server name (SNI) the client asked for, if any.
+    pub server_name: Option<Arc<str>>,
 }
 
 impl Peer {
@@ -48,7 +52,7 @@ impl Peer {
     pub fn new(addr: SocketAddr, local: SocketAddr, listener: Arc<str>, scheme: Scheme) -> Self {
         let ip = addr.ip().to_canonical();
         let ip_header = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { addr, local, listener, scheme, ip_header }
+        Self { addr, local, listener, scheme, ip_header, client_cert: None, server_name: None }
     }
 }
 
@@ -76,7 +80,7 @@ pub struct Cx {
     /// The endpoint of the last attempt.
     pub endpoint: Option<SocketAddr>,
     /// Who the caller is, once authenticated.
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     /// Upstream attempts made.
     pub attempts: u32,
     /// Time from sending the request upstream to receiving the response head.

@@ -8,6 +8,27 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 
+/// Why a request is forbidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForbiddenKind {
+    /// The authenticated caller lacks a role, scope or claim the route requires, or the policy engine said no.
+    Authorization,
+    /// The client address is not allowed on this route.
+    Address,
+    /// The `Origin` is not allowed (CORS).
+    Origin,
+}
+
+impl ForbiddenKind {
+    fn detail(self) -> &'static str {
+        match self {
+            ForbiddenKind::Authorization => "the caller is not allowed to do this",
+            ForbiddenKind::Address => "requests from this address are not allowed",
+            ForbiddenKind::Origin => "this origin is not allowed",
+        }
+    }
+}
+
 /// Who caused a failure: used for logs and metrics ("is it us or the backend?").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSide {
@@ -43,6 +64,12 @@ pub enum GatewayError {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// The request target is longer than the listener allows.
+    #[error("the request target is longer than {limit} bytes")]
+    UriTooLong {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request has more header fields than the listener allows.
     #[error("request has more than {limit} header fields")]
     TooManyHeaders {
@@ -61,6 +88,40 @@ pub enum GatewayError {
     /// The client went away or broke the request body stream.
     #[error("the client aborted the request body")]
     ClientAborted,
+    /// The route needs credentials and the request has none, or they do not verify. `challenge` is the
+    /// `WWW-Authenticate` value. The detail never says why a credential failed (logged instead).
+    #[error("{}", if *missing { "credentials are required" } else { "the credentials are not valid" })]
+    Unauthenticated {
+        /// The `WWW-Authenticate` header value.
+        challenge: HeaderValue,
+        /// No credential was presented (as opposed to an invalid one).
+        missing: bool,
+    },
+    /// The caller is known (or the request is refused before that) but may not do this.
+    #[error("{}", kind.detail())]
+    Forbidden {
+        /// Why.
+        kind: ForbiddenKind,
+    },
+    /// A service authentication or authorization depends on (key source, introspection, policy engine) cannot
+    /// answer and nothing cached can stand in: the request is refused, never let through.
+    #[error("the {service} service is unavailable")]
+    AuthUnavailable {
+        /// Which service (`introspection`, `jwks`, `policy`).
+        service: &'static str,
+    },
+    /// The request body does not match the route's JSON Schema; each error is (JSON pointer, message).
+    #[error("the request body does not match the schema")]
+    InvalidBody {
+        /// The validation errors.
+        errors: Vec<(String, String)>,
+    },
+    /// The request body's media type is not the one the route accepts.
+    #[error("the request body must be {expected}")]
+    UnsupportedMediaType {
+        /// The expected media type.
+        expected: &'static str,
+    },
     /// No endpoint of the upstream can be used.
     #[error("no endpoint of upstream `{upstream}` is available")]
     NoHealthyEndpoint {
@@ -106,6 +167,12 @@ impl GatewayError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             // 499 is nginx's "client closed request"; the client will not read it, but the access log will.
             GatewayError::ClientAborted => client_closed_request(),
@@ -125,9 +192,15 @@ impl GatewayError {
             | GatewayError::BadRequest(_)
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::TooManyHeaders { .. }
+            | GatewayError::UriTooLong { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ClientTimeout
-            | GatewayError::ClientAborted => ErrorSide::Client,
+            | GatewayError::ClientAborted
+            | GatewayError::Unauthenticated { .. }
+            | GatewayError::Forbidden { .. }
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::UnsupportedMediaType { .. } => ErrorSide::Client,
+            GatewayError::AuthUnavailable { .. } => ErrorSide::Gateway,
             GatewayError::NoHealthyEndpoint { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTimeout { .. }
@@ -148,9 +221,15 @@ impl GatewayError {
             | GatewayError::BadRequest(_)
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::TooManyHeaders { .. }
+            | GatewayError::UriTooLong { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ClientTimeout
             | GatewayError::ClientAborted
+            | GatewayError::Unauthenticated { .. }
+            | GatewayError::Forbidden { .. }
+            | GatewayError::AuthUnavailable { .. }
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::ShuttingDown
             | GatewayError::Internal => false,
         }
@@ -165,7 +244,15 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad-request",
             GatewayError::HeadersTooLarge { .. } => "headers-too-large",
             GatewayError::TooManyHeaders { .. } => "too-many-headers",
+            GatewayError::UriTooLong { .. } => "uri-too-long",
             GatewayError::PayloadTooLarge { .. } => "payload-too-large",
+            GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::Forbidden { kind: ForbiddenKind::Authorization } => "forbidden",
+            GatewayError::Forbidden { kind: ForbiddenKind::Address } => "address-denied",
+            GatewayError::Forbidden { kind: ForbiddenKind::Origin } => "origin-denied",
+            GatewayError::AuthUnavailable { .. } => "auth-unavailable",
+            GatewayError::InvalidBody { .. } => "invalid-body",
+            GatewayError::UnsupportedMediaType { .. } => "unsupported-media-type",
             GatewayError::ClientTimeout => "client-timeout",
             GatewayError::ClientAborted => "client-aborted",
             GatewayError::NoHealthyEndpoint { .. } => "no-healthy-endpoint",

@@ -13,8 +13,8 @@ pub mod request_id;
 
 pub use body::{Body, BodyError, BoxError};
 pub use cx::{Cx, Peer, Scheme};
-pub use error::{ErrorSide, GatewayError};
+pub use error::{ErrorSide, ForbiddenKind, GatewayError};
 pub use flow::Flow;
-pub use identity::Identity;
+pub use identity::{ClientCert, Consumer, Identity, IdentitySource};
 pub use registry::Registry;
 pub use request_id::RequestId;
