@@ -1,0 +1,36 @@
+//! Turnpike's policies: one module per policy, each with its user-facing config types (`config.rs`), the compiled
+//! policy and its phase method, and its runtime state kept outside snapshots.
+//!
+//! - [`auth`]: the `authenticate` phase: JWT (static keys, JWKS, OIDC discovery), API keys of consumers, OAuth2
+//!   token introspection, client certificates.
+//! - [`authz`]: the `authorize` phase: roles, scopes, claim rules, external decisions through OPA.
+//! - edge guards for the `admit` phase: [`ip_filter`], [`cors`], [`validate`] (JSON Schema of request bodies).
+//! - [`identity_headers`]: identity headers upstreams can trust (stripped from clients, set from the identity).
+//! - [`headers`]: security headers on responses.
+//! - [`fetch`]: the small HTTP(S) client policies use to reach identity providers and policy engines.
+
+pub mod auth;
+pub mod authz;
+pub mod cors;
+pub mod fetch;
+pub mod headers;
+pub mod identity_headers;
+pub mod ip_filter;
+pub mod validate;
+
+/// A configuration problem found while compiling a policy: `path` is relative to the policy's own config
+/// (`jwks_url`, `keys[1].pem`), the gateway prefixes it with where the policy sits in the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The field, relative to the policy's config; empty for the policy as a whole.
+    pub path: String,
+    /// What is wrong, lowercase, without secrets.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// An issue at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
