@@ -1,41 +1,63 @@
 //! The request path through the gateway. The order of the phases is a security property: read it top to bottom.
 //!
 //! ```text
-//! 1 route        select on the normalized path                                404 / 405 / 400
-//! 2 admit        cheap guards before any crypto or I/O: sizes                 431 / 413
-//! 3 authenticate (edge security)   4 authorize   5 rate_limit   6 cache_lookup   7 transform_request
-//! 8 dispatch     forward to an endpoint of the route's upstream               502 / 503 / 504
-//! 9 transform_response   10 cache_store
+//! 0 hygiene      identity headers a client sent are removed, whatever the route     414
+//! 1 route        select on the normalized path                                     404 / 405 / 400
+//! 2 admit        cheap guards before any crypto or I/O: address filters, CORS
+//!                preflights (answered here), head and declared body sizes           403 / 431 / 413 / 204
+//! 3 authenticate who is calling: JWT, API key, introspection, client certificate     401 / 503
+//! 4 authorize    roles, scopes, claim rules, policy engine                           401 / 403 / 503
+//! 5 rate_limit   (next issue)
+//! 6 cache_lookup (later)
+//! 7 transform_request: body validation against the route's JSON Schema              400 / 413 / 415
+//! 8 dispatch     forward to an endpoint of the route's upstream, with identity
+//!                headers the upstream can trust                                     502 / 503 / 504
+//! 9 transform_response: security headers, HSTS, CORS — on every answer, errors too
+//! 10 cache_store (later)
 //! 11 finish      access log: always runs, after early answers and errors too
 //! ```
 
 use std::borrow::Cow;
 
-use http::header::{CONTENT_LENGTH, HOST};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, STRICT_TRANSPORT_SECURITY};
+use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use turnpike_core::{Cx, GatewayError, Peer, RequestId};
+use turnpike_core::{Body, BodyError, Cx, ForbiddenKind, GatewayError, Peer, RequestId, Scheme};
+use turnpike_policy::cors::{Cors, CorsDecision};
+use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
 
-use crate::body::{BytesIn, Finish, ResponseBody};
+use crate::body::{BytesIn, Finish, ResponseBody, counter};
 use crate::server::{Conn, RequestGuard};
-use crate::snapshot::{Snapshot, TrustIncoming};
+use crate::snapshot::{Route, Snapshot, TrustIncoming};
 use crate::{dispatch, proxy_headers, respond};
+
+/// What the phases decide about the answer, applied to every response in `transform_response`.
+#[derive(Default)]
+struct Answer {
+    /// CORS headers for an allowed origin.
+    cors: Option<HeaderMap>,
+}
 
 /// Handles one request from arrival to response head; the body streams afterwards and `finish` runs at its end.
 pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Response<ResponseBody> {
     // One snapshot for the whole request: a reload while it runs does not change what it sees.
     let snap = conn.gateway.snapshot();
-    let request_id = request_id(&snap, &conn.peer, &req);
-    let version = req.version();
-    let mut cx = Cx::new(request_id, conn.peer.clone(), req.method().clone(), req.uri().clone(), Instant::now());
-    cx.host = host_value(&req);
-    cx.client_ip = proxy_headers::client_ip(&snap.server, conn.peer.addr.ip().to_canonical(), req.headers());
+    let (parts, body) = req.into_parts();
+    let request_id = request_id(&snap, &conn.peer, &parts.headers);
+    let version = parts.version;
+    let mut cx = Cx::new(request_id, conn.peer.clone(), parts.method.clone(), parts.uri.clone(), Instant::now());
+    cx.host = host_value(&parts);
+    cx.client_ip = proxy_headers::client_ip(&snap.server, conn.peer.addr.ip().to_canonical(), &parts.headers);
     let mut bytes_in = BytesIn::Known(0);
+    let mut answer = Answer::default();
 
-    let outcome = route_and_dispatch(&snap, &conn, &mut cx, req, &mut bytes_in).await;
+    let outcome = route_and_dispatch(&snap, &conn, &mut cx, parts, body, &mut bytes_in, &mut answer).await;
 
     let mut resp = match outcome {
         Ok(resp) => resp,
@@ -46,6 +68,9 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
             respond::problem(&cx, &err, &snap.server.request_id_header).map(ResponseBody::local)
         }
     };
+    // 9 transform_response, on every answer (errors too: a browser must be able to read a 401 from an allowed
+    // origin, and security headers protect error pages as much as others).
+    transform_response(&snap, &conn, resp.headers_mut(), answer);
     // 11 finish: attached to the body, so it runs when the last byte is sent (or the client goes away) and can
     // report the full duration and size.
     let telemetry = &conn.gateway.telemetry;
@@ -62,80 +87,218 @@ async fn route_and_dispatch(
     snap: &Snapshot,
     conn: &Conn,
     cx: &mut Cx,
-    req: Request<Incoming>,
+    mut parts: Parts,
+    body: Incoming,
     bytes_in: &mut BytesIn,
+    answer: &mut Answer,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    // 0 hygiene: identity headers are the gateway's to set. Whatever a client sent under those names (in any case,
+    // with `_` for `-`) is removed first, on every route, authenticated or not.
+    snap.server.identity_headers.strip(&mut parts.headers);
+    let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > conn.listener.max_uri_length {
+        return Err(GatewayError::UriTooLong { limit: conn.listener.max_uri_length });
+    }
+    // A redirect listener answers everything with the same URL over HTTPS: nothing is routed over plain HTTP.
+    if let Some(port) = conn.listener.redirect_https {
+        return redirect_https(&parts, port);
+    }
+
     // 1 route. Matching runs on the normalized path (percent-decoded unreserved characters, no dot segments, no
     // duplicate slashes), and that same path is what the upstream receives: `/public/../admin` reaches exactly what
     // `/admin` reaches.
-    let path = normalize_path(req.uri().path()).map_err(path_error)?;
-    let host = routing_host(&req);
+    let path = normalize_path(parts.uri.path()).map_err(path_error)?;
+    let host = routing_host(&parts);
     let view = RequestView {
         host: host.as_deref(),
         path: &path,
-        method: req.method(),
-        headers: req.headers(),
-        query: req.uri().query(),
+        method: &parts.method,
+        headers: &parts.headers,
+        query: parts.uri.query(),
     };
     let matched = match snap.routes.select(&view) {
         Selection::Matched(m) => m,
-        Selection::MethodNotAllowed { allow } => return Err(method_not_allowed(&allow)),
+        Selection::MethodNotAllowed { allow } => {
+            // A CORS preflight is an OPTIONS request about another method: answer it for the route that method
+            // would reach, even when that route does not list OPTIONS.
+            if Cors::is_preflight(&parts.method, &parts.headers)
+                && let Some(requested) = Cors::requested_method(&parts.headers)
+                && let Selection::Matched(m) = snap.routes.select(&RequestView { method: &requested, ..view })
+                && let Some(cors) = &m.value.cors
+            {
+                cx.route = Some(m.value.id.clone());
+                return preflight(cors, &parts);
+            }
+            return Err(method_not_allowed(&allow));
+        }
         Selection::NotFound => return Err(GatewayError::NoRoute),
     };
     let route = matched.value;
     cx.route = Some(route.id.clone());
 
-    // 2 admit: cheap guards that need no I/O, before anything costly. A body announced as too large is refused
-    // before it is read (and before `100 Continue` is sent).
-    admit_sizes(conn, route, &req)?;
+    // 2 admit: cheap guards that need no I/O, before anything costly. The address filters use the real client
+    // address (a trusted proxy's report, else the peer).
+    for filter in [&snap.server.ip_filter, &route.ip_filter].into_iter().flatten() {
+        if !filter.allows(cx.client_ip) {
+            return Err(GatewayError::Forbidden { kind: ForbiddenKind::Address });
+        }
+    }
+    if let Some(cors) = &route.cors {
+        match cors.decide(&parts.method, &parts.headers) {
+            CorsDecision::None => {}
+            CorsDecision::Actual(headers) => answer.cors = Some(headers),
+            CorsDecision::Preflight(_) | CorsDecision::Refused if Cors::is_preflight(&parts.method, &parts.headers) => {
+                return preflight(cors, &parts);
+            }
+            CorsDecision::Preflight(_) | CorsDecision::Refused => {}
+        }
+    }
+    // A body announced as too large is refused before it is read (and before `100 Continue` is sent).
+    admit_sizes(conn, route, &parts)?;
 
-    // 3 authenticate .. 7 transform_request: added by the edge-security, rate-limit and transform work, here, in
-    // this order.
+    // 3 authenticate .. 4 authorize: wired by the edge-security work, here.
+    // 5 rate_limit, 6 cache_lookup: later, here, in this order.
 
     let upstream_path = match &route.rewrite {
         Some(rewrite) => {
             let mut out = String::with_capacity(path.len() + 16);
             rewrite.apply(&path, &matched.params, &mut out);
-            Some(with_query(out, req.uri().query())?)
+            Some(with_query(out, parts.uri.query())?)
         }
         None => match &path {
-            Cow::Owned(normalized) => Some(with_query(normalized.clone(), req.uri().query())?),
+            Cow::Owned(normalized) => Some(with_query(normalized.clone(), parts.uri.query())?),
             Cow::Borrowed(_) => None,
         },
     };
 
+    // 7 transform_request: a body the route validates is read (bounded) and checked after authentication, so an
+    // anonymous client cannot make the gateway buffer and parse bodies on protected routes.
+    let body = match &route.validate {
+        Some(validator) => {
+            let limit = validator.max_size().min(route.max_body_size);
+            let bytes = read_body(body, limit, conn).await?;
+            validator.check(parts.headers.get(CONTENT_TYPE), &bytes).map_err(|rejection| match rejection {
+                BodyRejection::MediaType => GatewayError::UnsupportedMediaType { expected: "application/json" },
+                BodyRejection::InvalidJson(reason) => {
+                    GatewayError::InvalidBody { errors: vec![(String::new(), reason)] }
+                }
+                BodyRejection::Schema(errors) => GatewayError::InvalidBody { errors },
+            })?;
+            *bytes_in = BytesIn::Known(bytes.len() as u64);
+            Body::full(bytes)
+        }
+        None => stream_body(body, route, conn, snap.server.access_log, bytes_in),
+    };
+
     // 8 dispatch.
-    dispatch::forward(snap, conn, cx, route, req, upstream_path, bytes_in).await
+    dispatch::forward(snap, conn, cx, route, parts, body, upstream_path).await
+}
+
+/// The request body, streamed to the upstream with the route's size limit and the listener's idle timeout.
+fn stream_body(body: Incoming, route: &Route, conn: &Conn, count: bool, bytes_in: &mut BytesIn) -> Body {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Body::empty();
+    }
+    let mut body = Body::stream(body).with_limit(route.max_body_size).with_idle_timeout(conn.listener.body_timeout);
+    if count {
+        let bytes = counter();
+        *bytes_in = BytesIn::Counted(bytes.clone());
+        body = body.with_counter(bytes);
+    }
+    body
+}
+
+/// Reads a whole request body, at most `limit` bytes, each chunk within the listener's body timeout.
+async fn read_body(body: Incoming, limit: u64, conn: &Conn) -> Result<Bytes, GatewayError> {
+    let body = Body::stream(body).with_limit(limit).with_idle_timeout(conn.listener.body_timeout);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => Err(match err.downcast_ref::<BodyError>() {
+            Some(BodyError::TooLarge { limit }) => GatewayError::PayloadTooLarge { limit: *limit },
+            Some(BodyError::Timeout(_)) => GatewayError::ClientTimeout,
+            _ => GatewayError::ClientAborted,
+        }),
+    }
+}
+
+/// 308 to `https://host[:port]/path?query`; 400 without a usable host.
+fn redirect_https(parts: &Parts, port: u16) -> Result<Response<ResponseBody>, GatewayError> {
+    let host = routing_host(parts).ok_or(GatewayError::BadRequest("a redirect to HTTPS needs a Host header"))?;
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) {
+        return Err(GatewayError::BadRequest("the Host header is not a host name"));
+    }
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location =
+        if port == 443 { format!("https://{host}{target}") } else { format!("https://{host}:{port}{target}") };
+    let location = HeaderValue::from_str(&location).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    let mut resp = Response::new(ResponseBody::local(Body::empty()));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(http::header::LOCATION, location);
+    Ok(resp)
+}
+
+/// Answers a CORS preflight: 204 with the CORS headers, or 403 for an origin, method or header not allowed.
+fn preflight(cors: &Cors, parts: &Parts) -> Result<Response<ResponseBody>, GatewayError> {
+    match cors.decide(&parts.method, &parts.headers) {
+        CorsDecision::Preflight(headers) => {
+            let mut resp = Response::new(ResponseBody::local(Body::empty()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            *resp.headers_mut() = headers;
+            Ok(resp)
+        }
+        _ => Err(GatewayError::Forbidden { kind: ForbiddenKind::Origin }),
+    }
+}
+
+/// Headers every answer gets, upstream's or the gateway's own.
+fn transform_response(snap: &Snapshot, conn: &Conn, headers: &mut HeaderMap, answer: Answer) {
+    snap.server.security_headers.apply(headers);
+    if conn.peer.scheme == Scheme::Https
+        && let Some(hsts) = &conn.listener.hsts
+    {
+        headers.insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    if let Some(cors) = answer.cors {
+        for (name, value) in cors.iter() {
+            if name == http::header::VARY {
+                headers.append(name, value.clone());
+            } else {
+                headers.insert(name, value.clone());
+            }
+        }
+    }
 }
 
 /// The request id: the client's, if it may be trusted and is well-formed, else a fresh one.
-fn request_id(snap: &Snapshot, peer: &Peer, req: &Request<Incoming>) -> RequestId {
+fn request_id(snap: &Snapshot, peer: &Peer, headers: &HeaderMap) -> RequestId {
     let server = &snap.server;
     let trusted = match server.request_id_trust {
         TrustIncoming::Never => false,
         TrustIncoming::Always => true,
         TrustIncoming::TrustedProxies => server.is_trusted(peer.addr.ip().to_canonical()),
     };
-    if trusted && let Some(id) = req.headers().get(&server.request_id_header).and_then(RequestId::accept) {
+    if trusted && let Some(id) = headers.get(&server.request_id_header).and_then(RequestId::accept) {
         return id;
     }
     RequestId::generate()
 }
 
 /// The host as the client sent it, for logs.
-fn host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
-    match req.uri().authority() {
+fn host_value(parts: &Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => req.headers().get(HOST).cloned(),
+        None => parts.headers.get(HOST).cloned(),
     }
 }
 
 /// The host routes match on: from the request target if absolute (HTTP/2, or absolute-form HTTP/1.1), else `Host`;
 /// lowercase, without the port.
-fn routing_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
-    let raw = match req.uri().authority() {
+fn routing_host(parts: &Parts) -> Option<Cow<'_, str>> {
+    let raw = match parts.uri.authority() {
         Some(authority) => authority.as_str(),
-        None => req.headers().get(HOST)?.to_str().ok()?,
+        None => parts.headers.get(HOST)?.to_str().ok()?,
     };
     let host = strip_port(raw);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -157,19 +320,19 @@ fn strip_port(authority: &str) -> &str {
 }
 
 /// 431 for a request head over the listener's limits (size, field count); 413 for a declared body over the route's limit.
-fn admit_sizes(conn: &Conn, route: &crate::snapshot::Route, req: &Request<Incoming>) -> Result<(), GatewayError> {
-    if req.headers().len() > conn.listener.max_headers {
+fn admit_sizes(conn: &Conn, route: &Route, req: &Parts) -> Result<(), GatewayError> {
+    if req.headers.len() > conn.listener.max_headers {
         return Err(GatewayError::TooManyHeaders { limit: conn.listener.max_headers });
     }
     let limit = conn.listener.max_header_size;
-    let mut size = req.method().as_str().len() + req.uri().to_string_len_hint() + 12;
-    for (name, value) in req.headers() {
+    let mut size = req.method.as_str().len() + req.uri.to_string_len_hint() + 12;
+    for (name, value) in &req.headers {
         size += name.as_str().len() + value.len() + 4;
     }
     if size as u64 > limit {
         return Err(GatewayError::HeadersTooLarge { limit });
     }
-    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    if let Some(len) = req.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > route.max_body_size
     {
         return Err(GatewayError::PayloadTooLarge { limit: route.max_body_size });

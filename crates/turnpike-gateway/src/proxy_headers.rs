@@ -265,6 +265,10 @@ mod tests {
             workers: None,
             watch: false,
             max_body_size: 1 << 20,
+            identity_headers: turnpike_policy::identity_headers::IdentityHeaders::compile(&Default::default(), &[])
+                .unwrap(),
+            security_headers: Default::default(),
+            ip_filter: None,
         }
     }
 

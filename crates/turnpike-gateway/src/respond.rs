@@ -4,7 +4,7 @@
 //! `type`, `title`, `status`, `detail`, `instance` (the request path, without the query: queries can carry
 //! secrets) and `request_id`, the same id as the `X-Request-Id` header and the access log.
 
-use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Response};
 use turnpike_core::{Body, Cx, GatewayError};
 
@@ -17,7 +17,7 @@ pub const PROBLEM_TYPE_BASE: &str = "https://turnpike.dev/problems/";
 /// Renders `err` for the request described by `cx`.
 pub fn problem(cx: &Cx, err: &GatewayError, request_id_header: &HeaderName) -> Response<Body> {
     let status = err.status();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": format!("{PROBLEM_TYPE_BASE}{}", err.slug()),
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
@@ -25,6 +25,13 @@ pub fn problem(cx: &Cx, err: &GatewayError, request_id_header: &HeaderName) -> R
         "instance": cx.uri.path(),
         "request_id": cx.request_id.as_str(),
     });
+    if let GatewayError::InvalidBody { errors } = err {
+        // RFC 9457 extension member: where in the body each schema error is (JSON pointer) and what it is.
+        body["errors"] = errors
+            .iter()
+            .map(|(pointer, detail)| serde_json::json!({ "pointer": pointer, "detail": detail }))
+            .collect();
+    }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut resp = Response::new(Body::full(bytes));
     *resp.status_mut() = status;
@@ -32,8 +39,17 @@ pub fn problem(cx: &Cx, err: &GatewayError, request_id_header: &HeaderName) -> R
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(request_id_header.clone(), cx.request_id.header_value().clone());
-    if let GatewayError::MethodNotAllowed { allow } = err {
-        headers.insert(ALLOW, allow.clone());
+    match err {
+        GatewayError::MethodNotAllowed { allow } => {
+            headers.insert(ALLOW, allow.clone());
+        }
+        GatewayError::Unauthenticated { challenge, .. } => {
+            headers.insert(WWW_AUTHENTICATE, challenge.clone());
+        }
+        GatewayError::AuthUnavailable { .. } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
     }
     if err.closes_connection() {
         // The request body may be partly unread: the connection cannot carry another request (HTTP/1.1 only;
@@ -76,6 +92,34 @@ mod tests {
         assert_eq!(v["instance"], "/nope");
         assert_eq!(v["request_id"], cx.request_id.as_str());
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
+
+    #[test]
+    fn unauthenticated_carries_the_challenge_and_schema_errors_their_pointers() {
+        let peer = Arc::new(Peer::new(
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            Arc::from("public"),
+            Scheme::Http,
+        ));
+        let cx = Cx::new(
+            RequestId::generate(),
+            peer,
+            http::Method::GET,
+            "/me".parse().unwrap(),
+            tokio::time::Instant::now(),
+        );
+        let id = HeaderName::from_static("x-request-id");
+        let err = GatewayError::Unauthenticated {
+            challenge: HeaderValue::from_static("Bearer realm=\"api\""),
+            missing: true,
+        };
+        let resp = problem(&cx, &err, &id);
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()[WWW_AUTHENTICATE], "Bearer realm=\"api\"");
+        let err = GatewayError::InvalidBody { errors: vec![("/items/0".into(), "bad".into())] };
+        let v: serde_json::Value = serde_json::from_slice(&futures_body(problem(&cx, &err, &id).into_body())).unwrap();
+        assert_eq!(v["errors"][0]["pointer"], "/items/0");
     }
 
     fn futures_body(body: Body) -> bytes::Bytes {

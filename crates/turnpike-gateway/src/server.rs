@@ -120,26 +120,69 @@ pub(crate) async fn serve(
     let _tracked = connections.track();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(listener.address);
-    let peer = Arc::new(Peer::new(peer_addr, local, listener.name.clone(), Scheme::Http));
-    let shutdown = gateway.shutdown_signal();
+    // The head deadline runs from the accept: a TLS handshake and the first request head share it.
     let since = Instant::now();
+    match &listener.tls {
+        None => {
+            let protocol = match listener.protocol {
+                ListenerProtocol::Http1 => ListenerProtocol::Http1,
+                ListenerProtocol::Http2 => ListenerProtocol::Http2,
+                ListenerProtocol::Auto => match sniff(&stream, since + listener.header_timeout).await {
+                    Some(protocol) => protocol,
+                    None => return,
+                },
+            };
+            let peer = Peer::new(peer_addr, local, listener.name.clone(), Scheme::Http);
+            serve_http(gateway, TokioIo::new(stream), protocol, peer, &listener, since).await;
+        }
+        Some(tls) => {
+            let handshake = tokio::time::timeout_at(since + listener.header_timeout, tls.acceptor().accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(peer = %peer_addr, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer_addr, "TLS handshake not completed in time");
+                    return;
+                }
+            };
+            let (_, session) = stream.get_ref();
+            // ALPN decides; a client that offered none gets what the listener speaks.
+            let protocol = match session.alpn_protocol() {
+                Some(b"h2") => ListenerProtocol::Http2,
+                Some(_) => ListenerProtocol::Http1,
+                None if listener.protocol == ListenerProtocol::Http2 => ListenerProtocol::Http2,
+                None => ListenerProtocol::Http1,
+            };
+            let mut peer = Peer::new(peer_addr, local, listener.name.clone(), Scheme::Https);
+            peer.client_cert = turnpike_tls::peer_client_cert(session).map(Arc::new);
+            peer.server_name = session.server_name().map(Arc::from);
+            serve_http(gateway, TokioIo::new(stream), protocol, peer, &listener, since).await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on an established connection (plain or TLS).
+async fn serve_http<I>(
+    gateway: Arc<Gateway>,
+    io: I,
+    protocol: ListenerProtocol,
+    peer: Peer,
+    listener: &Arc<ListenerSettings>,
+    since: Instant,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let shutdown = gateway.shutdown_signal();
     let activity = Activity { since, in_flight: AtomicU32::new(0), last_end_nanos: AtomicU64::new(0) };
-    let conn = Arc::new(Conn { gateway, peer, listener: listener.clone(), activity });
+    let conn = Arc::new(Conn { gateway, peer: Arc::new(peer), listener: listener.clone(), activity });
     let watched = conn.clone();
     let service = service_fn(move |req| {
         let conn = conn.clone().begin();
         async move { Ok::<_, Infallible>(crate::pipeline::handle(conn, req).await) }
     });
-
-    let protocol = match listener.protocol {
-        ListenerProtocol::Http1 => ListenerProtocol::Http1,
-        ListenerProtocol::Http2 => ListenerProtocol::Http2,
-        ListenerProtocol::Auto => match sniff(&stream, since + listener.header_timeout).await {
-            Some(protocol) => protocol,
-            None => return,
-        },
-    };
-    let io = TokioIo::new(stream);
     match protocol {
         ListenerProtocol::Http2 => {
             // Boxed: HTTP/2 connection state is large, and it must not size every HTTP/1.1 connection's task.

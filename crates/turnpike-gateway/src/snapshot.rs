@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
+use turnpike_policy::cors::Cors;
+use turnpike_policy::headers::SecurityHeaders;
+use turnpike_policy::identity_headers::IdentityHeaders;
+use turnpike_policy::ip_filter::IpFilter;
+use turnpike_policy::validate::BodyValidator;
 use turnpike_router::{CompiledRewrite, Router};
 use turnpike_upstream::Upstream;
 
@@ -72,6 +77,12 @@ pub struct ServerSettings {
     pub watch: bool,
     /// Default request body limit of routes, in bytes.
     pub max_body_size: u64,
+    /// Identity headers: stripped from every request, set from the identity.
+    pub identity_headers: IdentityHeaders,
+    /// Security headers added to every response.
+    pub security_headers: SecurityHeaders,
+    /// Addresses allowed on every route.
+    pub ip_filter: Option<IpFilter>,
 }
 
 impl ServerSettings {
@@ -112,7 +123,7 @@ impl std::fmt::Display for ListenerKey {
 }
 
 /// A listener, compiled. The socket itself lives in the listener set and survives reloads that keep the address.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct ListenerSettings {
     /// Its name (in logs).
     pub name: Arc<str>,
@@ -130,6 +141,14 @@ pub struct ListenerSettings {
     pub max_headers: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Longest request target, in bytes (414 beyond).
+    pub max_uri_length: usize,
+    /// TLS, when the listener terminates it.
+    pub tls: Option<turnpike_tls::ServerTls>,
+    /// `Strict-Transport-Security` value for answers over TLS.
+    pub hsts: Option<http::HeaderValue>,
+    /// The HTTPS port every request is redirected to, for a redirect listener.
+    pub redirect_https: Option<u16>,
 }
 
 impl ListenerSettings {
@@ -152,4 +171,10 @@ pub struct Route {
     pub max_body_size: u64,
     /// Deadline for the upstream's response head (504 beyond); the upstream's own unless the route overrides it.
     pub timeout: Duration,
+    /// Addresses allowed on this route.
+    pub ip_filter: Option<IpFilter>,
+    /// CORS policy.
+    pub cors: Option<Cors>,
+    /// JSON Schema validation of request bodies.
+    pub validate: Option<BodyValidator>,
 }

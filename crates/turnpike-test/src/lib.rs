@@ -5,6 +5,7 @@ pub mod client;
 pub mod gateway;
 pub mod mock;
 pub mod raw;
+pub mod tls;
 
 pub use client::{Client, Reply};
 pub use gateway::TestGateway;

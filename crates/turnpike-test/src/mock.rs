@@ -177,7 +177,24 @@ impl MockUpstream {
         .await
     }
 
+    /// A mock serving HTTPS with `tls` (HTTP/2 when ALPN picks `h2`, else HTTP/1.1).
+    pub async fn start_tls(
+        handler: impl Fn(&Recorded) -> MockReply + Send + Sync + 'static,
+        tls: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Self {
+        Self::spawn_with(Arc::new(handler), false, Mode::Collect, Some(tls)).await
+    }
+
     async fn spawn(handler: Handler, h2: bool, mode: Mode) -> Self {
+        Self::spawn_with(handler, h2, mode, None).await
+    }
+
+    async fn spawn_with(
+        handler: Handler,
+        h2: bool,
+        mode: Mode,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock addr");
         let recorded = Arc::new(Mutex::new(Vec::new()));
@@ -188,7 +205,7 @@ impl MockUpstream {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
                 conns.fetch_add(1, Ordering::Relaxed);
-                let (handler, rec, received) = (handler.clone(), rec.clone(), received.clone());
+                let (handler, rec, received, tls) = (handler.clone(), rec.clone(), received.clone(), tls.clone());
                 tokio::spawn(async move {
                     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
                     let service = service_fn(move |req: Request<Incoming>| {
@@ -201,8 +218,22 @@ impl MockUpstream {
                             respond(reply, &close_tx).await
                         }
                     });
-                    let io = TokioIo::new(stream);
                     let mut closed = close_rx;
+                    if let Some(tls) = tls {
+                        let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await else { return };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = TokioIo::new(stream);
+                        if h2 {
+                            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, service);
+                            tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
+                        } else {
+                            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                            tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
+                        }
+                        return;
+                    }
+                    let io = TokioIo::new(stream);
                     if h2 {
                         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                             .serve_connection(io, service);

@@ -132,11 +132,12 @@ mod tests {
     fn least_in_flight_avoids_busy_endpoints() {
         let eps = endpoints(&[1, 1, 1]);
         let settings = crate::PoolSettings {
+            tls: None,
             connect_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),
             max_idle: 1,
         };
-        let _busy0 = eps[0].endpoint.begin(settings);
+        let _busy0 = eps[0].endpoint.begin(settings.clone());
         let _busy2 = eps[2].endpoint.begin(settings);
         let state = BalancerState::default();
         for _ in 0..5 {
@@ -148,6 +149,7 @@ mod tests {
     fn power_of_two_choices_never_picks_the_busiest_of_two() {
         let eps = endpoints(&[1, 1]);
         let settings = crate::PoolSettings {
+            tls: None,
             connect_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),
             max_idle: 1,

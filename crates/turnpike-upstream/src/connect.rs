@@ -24,6 +24,15 @@ pub enum ConnectError {
         /// The endpoint.
         addr: SocketAddr,
     },
+    /// The TLS handshake failed (certificate not trusted, wrong name, protocol error).
+    #[error("TLS handshake with {addr} failed")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The TLS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP handshake on the new connection failed (HTTP/2 preface refused, ...).
     #[error("HTTP handshake with {addr} failed")]
     Handshake {

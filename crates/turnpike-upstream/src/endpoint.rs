@@ -19,6 +19,8 @@ pub struct EndpointKey {
     pub addr: SocketAddr,
     /// The protocol spoken to it.
     pub protocol: Protocol,
+    /// The TLS server name, when the upstream uses TLS (a different name is a different pool).
+    pub tls_name: Option<String>,
 }
 
 /// One endpoint's state, shared by every snapshot that lists it.
@@ -41,11 +43,20 @@ impl std::fmt::Debug for Endpoint {
 pub type InFlight = Exchange;
 
 impl Endpoint {
-    /// Fresh state for `addr`, speaking `protocol`.
+    /// Fresh state for `addr`, speaking `protocol`, over plain TCP.
     pub fn new(addr: SocketAddr, protocol: Protocol) -> Self {
+        Self::with_tls_name(addr, protocol, None)
+    }
+
+    /// Fresh state for `addr`; `tls_name` is the server name to present and verify when the upstream uses TLS.
+    pub fn with_tls_name(
+        addr: SocketAddr,
+        protocol: Protocol,
+        tls_name: Option<rustls_pki_types::ServerName<'static>>,
+    ) -> Self {
         let authority = Authority::try_from(addr.to_string().as_str())
             .unwrap_or_else(|_| Authority::from_static("invalid.endpoint"));
-        Self { addr, authority, in_flight: AtomicU32::new(0), pool: Pool::new(addr, protocol) }
+        Self { addr, authority, in_flight: AtomicU32::new(0), pool: Pool::new(addr, protocol, tls_name) }
     }
 
     /// Requests currently in flight to this endpoint (from connect to the end of the response body).

@@ -31,8 +31,10 @@ pub enum Protocol {
 }
 
 /// Pool settings of an upstream (they live in the snapshot; the pool itself lives in state).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PoolSettings {
+    /// TLS towards the endpoints (`None`: plain TCP). The server name comes from the endpoint.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Deadline for opening a connection.
     pub connect_timeout: Duration,
     /// How long an unused connection is kept.
@@ -73,10 +75,18 @@ enum Sender {
     H2(http2::SendRequest<Body>),
 }
 
+/// A connection to an endpoint, plain or over TLS.
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
 /// The connections of one endpoint.
 pub(crate) struct Pool {
     addr: SocketAddr,
     protocol: Protocol,
+    /// The TLS server name (SNI, and the name verified) when the upstream uses TLS.
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
     idle: Mutex<VecDeque<Idle>>,
     shared: Mutex<Option<http2::SendRequest<Body>>>,
     stats: Arc<PoolStats>,
@@ -89,10 +99,15 @@ pub struct Checkout {
 }
 
 impl Pool {
-    pub(crate) fn new(addr: SocketAddr, protocol: Protocol) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        protocol: Protocol,
+        server_name: Option<rustls_pki_types::ServerName<'static>>,
+    ) -> Self {
         Self {
             addr,
             protocol,
+            server_name,
             idle: Mutex::new(VecDeque::new()),
             shared: Mutex::new(None),
             stats: Arc::new(PoolStats::default()),
@@ -152,26 +167,59 @@ impl Pool {
     }
 
     async fn connect_h1(&self, settings: &PoolSettings) -> Result<http1::SendRequest<Body>, ConnectError> {
-        let stream = connect::tcp(self.addr, settings.connect_timeout).await?;
+        match self.connect(settings).await? {
+            Stream::Plain(tcp) => self.handshake_h1(TokioIo::new(tcp)).await,
+            Stream::Tls(tls) => self.handshake_h1(TokioIo::new(tls)).await,
+        }
+    }
+
+    async fn connect_h2(&self, settings: &PoolSettings) -> Result<Checkout, ConnectError> {
+        let sender = match self.connect(settings).await? {
+            Stream::Plain(tcp) => self.handshake_h2(TokioIo::new(tcp)).await?,
+            Stream::Tls(tls) => self.handshake_h2(TokioIo::new(tls)).await?,
+        };
+        Ok(Checkout { sender: Sender::H2(sender), reused: false })
+    }
+
+    /// TCP, then TLS when the upstream uses it, all within the connect deadline.
+    async fn connect(&self, settings: &PoolSettings) -> Result<Stream, ConnectError> {
+        let started = Instant::now();
+        let tcp = connect::tcp(self.addr, settings.connect_timeout).await?;
+        let (Some(config), Some(name)) = (&settings.tls, &self.server_name) else { return Ok(Stream::Plain(tcp)) };
+        let left = settings.connect_timeout.saturating_sub(started.elapsed());
+        let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp);
+        match tokio::time::timeout(left, handshake).await {
+            Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+            Ok(Err(source)) => Err(ConnectError::Tls { addr: self.addr, source }),
+            Err(_) => Err(ConnectError::Timeout { addr: self.addr }),
+        }
+    }
+
+    async fn handshake_h1<I>(&self, io: I) -> Result<http1::SendRequest<Body>, ConnectError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|source| ConnectError::Handshake { addr: self.addr, source })?;
         self.spawn_connection(conn);
         Ok(sender)
     }
 
-    async fn connect_h2(&self, settings: &PoolSettings) -> Result<Checkout, ConnectError> {
-        let stream = connect::tcp(self.addr, settings.connect_timeout).await?;
+    async fn handshake_h2<I>(&self, io: I) -> Result<http2::SendRequest<Body>, ConnectError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|source| ConnectError::Handshake { addr: self.addr, source })?;
         self.spawn_connection(conn);
-        Ok(Checkout { sender: Sender::H2(sender), reused: false })
+        Ok(sender)
     }
 
     fn spawn_connection<F>(&self, conn: F)

@@ -197,6 +197,7 @@ async fn route(service: &Service, req: Request<Incoming>) -> Reply {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (service, segments.as_slice()) {
         (_, ["health"]) => read(&method, &path, || json(StatusCode::OK, &json!({ "status": "ok" }))),
+        (Service::Users, ["me"]) => read(&method, &path, || me(&req)),
         (Service::Users, ["users"]) => read(&method, &path, || list("users", USERS)),
         (Service::Users, ["users", id]) => read(&method, &path, || match USERS.iter().find(|u| u.id == *id) {
             Some(user) => json(StatusCode::OK, user),
@@ -222,6 +223,39 @@ async fn route(service: &Service, req: Request<Incoming>) -> Reply {
         }),
         _ => problem(StatusCode::NOT_FOUND, format!("nothing is served at `{}`", echo(&path)), &path),
     }
+}
+
+/// `GET /me`: who the gateway says the caller is, read from the identity headers it set (this service trusts
+/// them because the gateway removes whatever a client sends under those names), and the matching user profile.
+fn me(req: &Request<Incoming>) -> Reply {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let list = |name: &str, sep: char| {
+        header(name)
+            .map(|v| v.split(sep).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+    };
+    let Some(user_id) = header("x-user-id") else {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "no identity: this endpoint is only reachable through the gateway",
+            "/me",
+        );
+    };
+    let user = USERS.iter().find(|u| u.id == user_id);
+    json(
+        StatusCode::OK,
+        &json!({
+            "received_from_gateway": {
+                "x-user-id": user_id,
+                "x-user-roles": list("x-user-roles", ','),
+                "x-user-scopes": list("x-user-scopes", ' '),
+                "x-auth-method": header("x-auth-method"),
+                "x-consumer-id": header("x-consumer-id"),
+                "x-consumer-plan": header("x-consumer-plan"),
+                "x-user-email": header("x-user-email"),
+            },
+            "user": user,
+        }),
+    )
 }
 
 /// Answers a read-only resource: GET (and HEAD) with `answer`, anything else with 405.

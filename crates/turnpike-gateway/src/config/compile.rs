@@ -9,6 +9,12 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use turnpike_config::{ConfigError, Node, Path, did_you_mean};
+use turnpike_policy::ConfigIssue;
+use turnpike_policy::cors::Cors;
+use turnpike_policy::headers::SecurityHeaders;
+use turnpike_policy::identity_headers::IdentityHeaders;
+use turnpike_policy::ip_filter::IpFilter;
+use turnpike_policy::validate::BodyValidator;
 use turnpike_router::{BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch};
 use turnpike_upstream::{
     Balance, Endpoint, EndpointKey, HostHeader, PoolSettings, Protocol, Timeouts, Upstream, WeightedEndpoint,
@@ -22,8 +28,14 @@ use crate::state::State;
 pub const MAX_ENDPOINTS: usize = 4096;
 
 /// Compiles `doc` (whose source tree is `root`) against `state`.
-pub fn compile(doc: &Document, root: &Node, state: &State, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut cx = Compiler { root, errors: Vec::new() };
+pub fn compile(
+    doc: &Document,
+    root: &Node,
+    base_dir: &std::path::Path,
+    state: &State,
+    generation: u64,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut cx = Compiler { root, errors: Vec::new(), base_dir: base_dir.to_path_buf() };
     let server = cx.server(&doc.server);
     let listeners = cx.listeners(doc);
     let upstreams = cx.upstreams(doc, state);
@@ -42,11 +54,26 @@ pub fn compile(doc: &Document, root: &Node, state: &State, generation: u64) -> R
 struct Compiler<'a> {
     root: &'a Node,
     errors: Vec<ConfigError>,
+    /// The directory files named in the config are relative to.
+    base_dir: std::path::PathBuf,
 }
 
 impl Compiler<'_> {
     fn error(&mut self, path: &Path, message: impl Into<String>) {
         self.errors.push(ConfigError::at(self.root, path, message));
+    }
+
+    /// Reports a policy's issues at `base` + their relative paths; returns the value when there were none.
+    fn policy<T>(&mut self, base: &Path, result: Result<T, Vec<ConfigIssue>>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(issues) => {
+                for issue in issues {
+                    self.error(&join(base, &issue.path), issue.message);
+                }
+                None
+            }
+        }
     }
 
     fn server(&mut self, s: &ServerConfig) -> Option<ServerSettings> {
@@ -69,6 +96,14 @@ impl Compiler<'_> {
                 None
             }
         };
+        let identity_headers =
+            self.policy(&base.clone().key("identity_headers"), IdentityHeaders::compile(&s.identity_headers, &[]));
+        let security_headers =
+            self.policy(&base.clone().key("security_headers"), SecurityHeaders::compile(&s.security_headers));
+        let ip_filter = match &s.ip_filter {
+            Some(config) => Some(self.policy(&base.clone().key("ip_filter"), IpFilter::compile(config))?),
+            None => None,
+        };
         if s.workers == Some(0) {
             self.error(&base.clone().key("workers"), "must be at least 1 (leave it out for one per CPU core)");
         }
@@ -89,6 +124,9 @@ impl Compiler<'_> {
             workers: s.workers.map(usize::from),
             watch: s.watch,
             max_body_size: s.limits.max_body_size.into(),
+            identity_headers: identity_headers?,
+            security_headers: security_headers?,
+            ip_filter,
         })
     }
 
@@ -124,22 +162,62 @@ impl Compiler<'_> {
                     self.error(&l.path.clone().key(field), "must be longer than 0");
                 }
             }
+            let protocol = match l.protocol {
+                ListenerProtocolConfig::Auto => ListenerProtocol::Auto,
+                ListenerProtocolConfig::Http1 => ListenerProtocol::Http1,
+                ListenerProtocolConfig::Http2 => ListenerProtocol::Http2,
+            };
+            let tls = l.tls.as_ref().and_then(|config| {
+                let alpn: &[&[u8]] = match protocol {
+                    ListenerProtocol::Auto => &[b"h2", b"http/1.1"],
+                    ListenerProtocol::Http1 => &[b"http/1.1"],
+                    ListenerProtocol::Http2 => &[b"h2"],
+                };
+                match turnpike_tls::server_config(config, &self.base_dir, alpn) {
+                    Ok(tls) => {
+                        for warning in &tls.warnings {
+                            tracing::warn!(listener = %l.name, "{}: {}", warning.path, warning.message);
+                        }
+                        Some(tls)
+                    }
+                    Err(issues) => {
+                        for issue in issues {
+                            self.error(&join(&l.path.clone().key("tls"), &issue.path), issue.message);
+                        }
+                        None
+                    }
+                }
+            });
+            if l.hsts.is_some() && l.tls.is_none() {
+                self.error(&l.path.clone().key("hsts"), "HSTS is only sent over TLS: this listener has no `tls`");
+            }
+            if l.redirect_https.is_some() && l.tls.is_some() {
+                self.error(&l.path.clone().key("redirect_https"), "a TLS listener cannot redirect to HTTPS");
+            }
             if l.max_header_size.0 < 1024 {
                 self.error(&l.path.clone().key("max_header_size"), "must be at least 1KiB");
             }
             out.push(Arc::new(ListenerSettings {
                 name: Arc::from(l.name.as_str()),
                 address,
-                protocol: match l.protocol {
-                    ListenerProtocolConfig::Auto => ListenerProtocol::Auto,
-                    ListenerProtocolConfig::Http1 => ListenerProtocol::Http1,
-                    ListenerProtocolConfig::Http2 => ListenerProtocol::Http2,
-                },
+                protocol,
+                tls,
                 header_timeout: l.header_timeout.into(),
                 body_timeout: l.body_timeout.into(),
                 max_header_size: l.max_header_size.into(),
                 max_headers: usize::from(l.max_headers.max(1)),
                 h2_max_concurrent_streams: l.http2_max_concurrent_streams.max(1),
+                max_uri_length: usize::try_from(l.max_uri_length.0).unwrap_or(usize::MAX),
+                hsts: l.hsts.as_ref().map(|h| {
+                    if h.preload && (!h.include_subdomains || h.max_age.0.as_secs() < 31_536_000) {
+                        self.error(
+                            &l.path.clone().key("hsts").key("preload"),
+                            "preload needs `include_subdomains: true` and a max age of at least a year",
+                        );
+                    }
+                    hsts_value(h)
+                }),
+                redirect_https: l.redirect_https.as_ref().map(|r| r.port),
             }));
         }
         out
@@ -160,6 +238,26 @@ impl Compiler<'_> {
             if u.endpoints.is_empty() {
                 self.error(&u.path.clone().key("endpoints"), "an upstream needs at least one endpoint");
             }
+            let client_tls = u.tls.as_ref().and_then(|config| {
+                let alpn: &[&[u8]] = match protocol {
+                    Protocol::Http1 => &[b"http/1.1"],
+                    Protocol::Http2 => &[b"h2"],
+                };
+                match turnpike_tls::client_config(config, &self.base_dir, alpn) {
+                    Ok(client) => {
+                        if config.insecure_skip_verify {
+                            tracing::warn!(upstream = %id, "TLS certificates of this upstream are NOT verified (insecure_skip_verify)");
+                        }
+                        Some(client)
+                    }
+                    Err(issues) => {
+                        for issue in issues {
+                            self.error(&join(&u.path.clone().key("tls"), &issue.path), issue.message);
+                        }
+                        None
+                    }
+                }
+            });
             let mut endpoints = Vec::new();
             let mut seen = HashSet::new();
             for (i, e) in u.endpoints.iter().enumerate() {
@@ -176,13 +274,30 @@ impl Compiler<'_> {
                         continue;
                     }
                 };
+                let tls_name = match &u.tls {
+                    Some(config) => match turnpike_tls::server_name(config, host_of(e.address())) {
+                        Ok(name) => Some(name),
+                        Err(issue) => {
+                            self.error(&path, issue.message);
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 for addr in addrs {
                     if !seen.insert(addr) {
                         self.error(&path, format!("endpoint `{addr}` is listed twice"));
                         continue;
                     }
-                    let key = EndpointKey { upstream: id.clone(), addr, protocol };
-                    let endpoint = state.endpoints.get_or_insert_with(&key, || Endpoint::new(addr, protocol));
+                    let key = EndpointKey {
+                        upstream: id.clone(),
+                        addr,
+                        protocol,
+                        tls_name: tls_name.as_ref().map(|n| n.to_str().into_owned()),
+                    };
+                    let endpoint = state
+                        .endpoints
+                        .get_or_insert_with(&key, || Endpoint::with_tls_name(addr, protocol, tls_name.clone()));
                     endpoints.push(WeightedEndpoint { endpoint, weight });
                 }
             }
@@ -222,6 +337,7 @@ impl Compiler<'_> {
                 balancer: state.balancers.get_or_insert_with(&id, Default::default),
                 protocol,
                 pool: PoolSettings {
+                    tls: client_tls,
                     connect_timeout: u.connect_timeout.into(),
                     idle_timeout: u.idle_timeout.into(),
                     max_idle: u.max_idle_per_endpoint as usize,
@@ -311,12 +427,29 @@ impl Compiler<'_> {
             if timeout.is_zero() {
                 self.error(&base.clone().key("timeout"), "must be longer than 0");
             }
+            let ip_filter =
+                r.ip_filter.as_ref().map(|c| self.policy(&base.clone().key("ip_filter"), IpFilter::compile(c)));
+            let cors = r.cors.as_ref().map(|c| self.policy(&base.clone().key("cors"), Cors::compile(c, &methods)));
+            let validate = r
+                .validate
+                .as_ref()
+                .map(|c| self.policy(&base.clone().key("validate"), BodyValidator::compile(c, &self.base_dir)));
+            let (Some(ip_filter), Some(cors), Some(validate)) = (
+                ip_filter.map_or(Some(None), |f| f.map(Some)),
+                cors.map_or(Some(None), |c| c.map(Some)),
+                validate.map_or(Some(None), |v| v.map(Some)),
+            ) else {
+                continue;
+            };
             let route = Route {
                 id: Arc::from(r.id.as_str()),
                 upstream,
                 rewrite,
                 max_body_size: r.max_body_size.map_or(default_body, Into::into),
                 timeout,
+                ip_filter,
+                cors,
+                validate,
             };
             specs.push(RouteSpec {
                 hosts: r.matcher.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -435,6 +568,41 @@ impl Compiler<'_> {
     }
 }
 
+/// The `Strict-Transport-Security` value.
+fn hsts_value(h: &HstsConfig) -> HeaderValue {
+    let mut value = format!("max-age={}", h.max_age.0.as_secs());
+    if h.include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if h.preload {
+        value.push_str("; preload");
+    }
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("max-age=31536000"))
+}
+
+/// `base` followed by a policy's relative path (`allow[1]`, `headers.email`, `methods.POST.roles`).
+fn join(base: &Path, relative: &str) -> Path {
+    let mut path = base.clone();
+    for part in relative.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        let key_end = rest.find('[').unwrap_or(rest.len());
+        if key_end > 0 {
+            path = path.key(&rest[..key_end]);
+        }
+        rest = &rest[key_end..];
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else { break };
+            let segment = &inner[..end];
+            path = match segment.parse::<usize>() {
+                Ok(i) => path.index(i),
+                Err(_) => path.key(segment),
+            };
+            rest = &inner[end + 1..];
+        }
+    }
+    path
+}
+
 /// The config field that holds a route's path matcher.
 fn which_path_field(m: &MatchConfig) -> &'static str {
     if m.regex.is_some() {
@@ -472,6 +640,12 @@ fn display_id(doc: &Document, path: &Path) -> String {
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// The host part of `host:port` (`[::1]:80` -> `::1`).
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn parse_net(text: &str) -> Option<IpNet> {

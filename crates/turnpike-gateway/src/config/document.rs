@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use turnpike_config::{ByteSize, Duration, Spanned};
+use turnpike_policy::cors::CorsConfig;
+use turnpike_policy::headers::SecurityHeadersConfig;
+use turnpike_policy::identity_headers::IdentityHeadersConfig;
+use turnpike_policy::ip_filter::IpFilterConfig;
+use turnpike_policy::validate::BodySchemaConfig;
 
 /// A Turnpike configuration: where to listen, which upstreams exist, and how requests are routed to them.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -51,6 +56,13 @@ pub struct ServerConfig {
     pub access_log: AccessLogConfig,
     /// Reload automatically when the config file (or a file in the config directory) changes.
     pub watch: bool,
+    /// Names of the identity headers sent to upstreams after authentication. They are removed from every
+    /// client request on every route first, so upstreams can trust them.
+    pub identity_headers: IdentityHeadersConfig,
+    /// Security headers added to every response.
+    pub security_headers: SecurityHeadersConfig,
+    /// Client addresses allowed on every route (a route's own `ip_filter` applies as well).
+    pub ip_filter: Option<IpFilterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +76,9 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration(std::time::Duration::from_secs(30)),
             access_log: AccessLogConfig::default(),
             watch: true,
+            identity_headers: IdentityHeadersConfig::default(),
+            security_headers: SecurityHeadersConfig::default(),
+            ip_filter: None,
         }
     }
 }
@@ -177,6 +192,55 @@ pub struct ListenerConfig {
     /// Most concurrent streams per HTTP/2 connection.
     #[serde(default = "default_h2_streams")]
     pub http2_max_concurrent_streams: u32,
+    /// Longest request target (path and query); longer ones get 414.
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: ByteSize,
+    /// TLS: certificates (chosen by SNI), versions, client certificates (mTLS). Absent: plain HTTP. Certificate
+    /// files are read again on every reload; open connections keep the certificate they started with.
+    #[serde(default)]
+    pub tls: Option<turnpike_tls::ServerTlsConfig>,
+    /// `Strict-Transport-Security` on every answer of a TLS listener.
+    #[serde(default)]
+    pub hsts: Option<HstsConfig>,
+    /// Answer every request with a permanent redirect (308) to the same URL over HTTPS, instead of routing it.
+    #[serde(default)]
+    pub redirect_https: Option<RedirectHttpsConfig>,
+}
+
+/// HTTP Strict Transport Security (RFC 6797).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HstsConfig {
+    /// How long browsers remember to use HTTPS only.
+    #[serde(default = "default_hsts_max_age")]
+    pub max_age: Duration,
+    /// Apply to every subdomain too.
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// Ask to be included in browsers' preload lists (needs `include_subdomains` and a max age of a year or more).
+    #[serde(default)]
+    pub preload: bool,
+}
+
+fn default_hsts_max_age() -> Duration {
+    Duration(std::time::Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Where a redirect listener sends clients.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectHttpsConfig {
+    /// The HTTPS port in the `Location` (443 is left out of the URL).
+    #[serde(default = "default_https_port")]
+    pub port: u16,
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+
+fn default_max_uri_length() -> ByteSize {
+    ByteSize(8 * 1024)
 }
 
 fn default_header_timeout() -> Duration {
@@ -224,6 +288,10 @@ pub struct UpstreamConfig {
     /// The `Host` header the endpoints receive.
     #[serde(default)]
     pub host_header: HostHeaderConfig,
+    /// TLS to the endpoints: trusted roots or a CA file, the server name, a client certificate. Absent: plain
+    /// TCP.
+    #[serde(default)]
+    pub tls: Option<turnpike_tls::UpstreamTlsConfig>,
     /// Deadline for opening a connection (504 when it expires).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
@@ -384,6 +452,15 @@ pub struct RouteConfig {
     /// Largest request body; overrides `server.limits.max_body_size`.
     #[serde(default)]
     pub max_body_size: Option<ByteSize>,
+    /// Client addresses allowed on this route (after `server.ip_filter`).
+    #[serde(default)]
+    pub ip_filter: Option<IpFilterConfig>,
+    /// Cross-origin requests from browsers: preflights answered by the gateway, CORS headers on answers.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    /// JSON Schema validation of request bodies (after authentication and authorization).
+    #[serde(default)]
+    pub validate: Option<BodySchemaConfig>,
 }
 
 /// What a route matches. All given conditions must hold. Give at most one of `path`, `prefix` and `regex`.

@@ -32,6 +32,18 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
+    /// The directory paths in the config (certificates, schemas, key files) are relative to.
+    pub fn base_dir(&self) -> PathBuf {
+        match self {
+            ConfigSource::File(path) if path.is_dir() => path.clone(),
+            ConfigSource::File(path) => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf()),
+            ConfigSource::Text { base_dir, .. } => base_dir.clone(),
+        }
+    }
+
     /// An in-memory config named `name`, with `${file:..}` paths relative to the working directory.
     pub fn text(name: impl Into<String>, text: impl Into<String>) -> Self {
         ConfigSource::Text { name: name.into(), text: text.into(), base_dir: PathBuf::from(".") }
@@ -88,8 +100,9 @@ pub fn load(source: &ConfigSource) -> turnpike_config::Loaded<Document> {
 pub fn load_and_compile(source: &ConfigSource, state: &State, generation: u64) -> Result<Snapshot, Report> {
     let loaded = load(source);
     let mut errors = loaded.errors;
+    let base_dir = source.base_dir();
     let snapshot = match (&loaded.value, &loaded.root) {
-        (Some(document), Some(root)) => match compile(document, root, state, generation) {
+        (Some(document), Some(root)) => match compile(document, root, &base_dir, state, generation) {
             Ok(snapshot) => Some(snapshot),
             Err(mut more) => {
                 errors.append(&mut more);

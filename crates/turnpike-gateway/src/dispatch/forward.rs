@@ -5,13 +5,12 @@
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version, header::HOST};
-use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use turnpike_core::{Body, BodyError, Cx, GatewayError};
 use turnpike_upstream::{Endpoint, HostHeader, Protocol, SendError, Upstream, connect::ConnectError};
 
-use crate::body::{BytesIn, ResponseBody, counter};
+use crate::body::ResponseBody;
 use crate::proxy_headers::{self, Forwarding};
 use crate::server::Conn;
 use crate::snapshot::{Route, Snapshot};
@@ -23,16 +22,15 @@ pub(crate) async fn forward(
     conn: &Conn,
     cx: &mut Cx,
     route: &Route,
-    req: Request<Incoming>,
+    mut head: http::request::Parts,
+    body: Body,
     upstream_path: Option<PathAndQuery>,
-    bytes_in: &mut BytesIn,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let upstream = &route.upstream;
     cx.upstream = Some(upstream.id.clone());
     let endpoint = upstream.pick().ok_or_else(|| GatewayError::NoHealthyEndpoint { upstream: upstream.id.clone() })?;
     cx.endpoint = Some(endpoint.addr);
 
-    let (mut head, body) = req.into_parts();
     let downstream_version = head.version;
     proxy_headers::prepare_request(
         &mut head.headers,
@@ -49,19 +47,7 @@ pub(crate) async fn forward(
         Protocol::Http2 => Version::HTTP_2,
     };
 
-    let body = if body.is_end_stream() {
-        Body::empty()
-    } else {
-        let mut body = Body::stream(body).with_limit(route.max_body_size).with_idle_timeout(conn.listener.body_timeout);
-        if snap.server.access_log {
-            let bytes = counter();
-            *bytes_in = BytesIn::Counted(bytes.clone());
-            body = body.with_counter(bytes);
-        }
-        body
-    };
-
-    let mut exchange = endpoint.begin(upstream.pool);
+    let mut exchange = endpoint.begin(upstream.pool.clone());
     cx.attempts += 1;
     let sent = Instant::now();
     let outcome = tokio::time::timeout(route.timeout, exchange.send(Request::from_parts(head, body), sent)).await;
@@ -154,6 +140,10 @@ fn classify(err: SendError, upstream: &Upstream) -> GatewayError {
         SendError::Connect(ConnectError::Io { addr, source }) => {
             tracing::debug!(endpoint = %addr, error = %source, "upstream connect failed");
             GatewayError::UpstreamConnect { upstream: id }
+        }
+        SendError::Connect(ConnectError::Tls { addr, source }) => {
+            tracing::warn!(endpoint = %addr, error = %source, "upstream TLS handshake failed");
+            GatewayError::BadGateway { upstream: id }
         }
         SendError::Connect(ConnectError::Handshake { addr, source }) => {
             tracing::debug!(endpoint = %addr, error = %source, "upstream handshake failed");

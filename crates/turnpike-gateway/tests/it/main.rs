@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod config;
+mod edge;
 mod forwarding;
 mod limits;
 mod reload;
 mod routing;
 mod smoke;
+mod tls;
