@@ -28,6 +28,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use turnpike_core::{Body, BodyError, Cx, ForbiddenKind, GatewayError, Peer, RequestId, Scheme};
+use turnpike_policy::auth::{AuthChain, AuthError, AuthInput};
+use turnpike_policy::authz::{AuthzFailure, AuthzInput};
 use turnpike_policy::cors::{Cors, CorsDecision};
 use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
@@ -156,7 +158,49 @@ async fn route_and_dispatch(
     // A body announced as too large is refused before it is read (and before `100 Continue` is sent).
     admit_sizes(conn, route, &parts)?;
 
-    // 3 authenticate .. 4 authorize: wired by the edge-security work, here.
+    // 3 authenticate: who is calling. A refused credential never falls through to a weaker method, and the
+    // reason stays in the debug log.
+    let authenticated = match &route.auth {
+        Some(chain) => {
+            let input = AuthInput {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                client_cert: conn.peer.client_cert.as_ref(),
+            };
+            match chain.authenticate(&input).await {
+                Ok(authenticated) => {
+                    cx.identity = authenticated.identity.clone();
+                    Some((chain, authenticated))
+                }
+                Err(err) => return Err(auth_error(cx, chain, err)),
+            }
+        }
+        None => None,
+    };
+    // 4 authorize: what the caller may do here. Without an identity a refusal is 401 (credentials could change
+    // the answer), with one 403.
+    if let Some(authorizer) = &route.authorize {
+        let input = AuthzInput {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            identity: cx.identity.as_deref(),
+            client_ip: cx.client_ip,
+            route: &route.id,
+        };
+        authorizer.authorize(&input).await.map_err(|failure| match failure {
+            AuthzFailure::Unauthenticated => GatewayError::Unauthenticated {
+                challenge: route.auth.as_ref().map_or(HeaderValue::from_static("Bearer"), |c| c.challenge().clone()),
+                missing: true,
+            },
+            AuthzFailure::Forbidden(reason) => {
+                tracing::debug!(request_id = %cx.request_id, reason, "authorization refused");
+                GatewayError::Forbidden { kind: ForbiddenKind::Authorization }
+            }
+            AuthzFailure::Unavailable => GatewayError::AuthUnavailable { service: "policy" },
+        })?;
+    }
     // 5 rate_limit, 6 cache_lookup: later, here, in this order.
 
     let upstream_path = match &route.rewrite {
@@ -170,6 +214,23 @@ async fn route_and_dispatch(
             Cow::Borrowed(_) => None,
         },
     };
+
+    // The upstream gets the identity, never the credential (unless a policy forwards it).
+    let upstream_path = match authenticated {
+        Some((chain, authenticated)) => {
+            let query_len = parts.uri.query().map_or(0, str::len);
+            chain.strip(&authenticated, &mut parts);
+            match upstream_path {
+                // A credential removed from the query must be removed from the rewritten target too.
+                Some(pq) if parts.uri.query().map_or(0, str::len) != query_len => {
+                    Some(with_query(pq.path().to_owned(), parts.uri.query())?)
+                }
+                other => other,
+            }
+        }
+        None => upstream_path,
+    };
+    set_identity_headers(snap, conn, cx, route, &mut parts.headers)?;
 
     // 7 transform_request: a body the route validates is read (bounded) and checked after authentication, so an
     // anonymous client cannot make the gateway buffer and parse bodies on protected routes.
@@ -192,6 +253,55 @@ async fn route_and_dispatch(
 
     // 8 dispatch.
     dispatch::forward(snap, conn, cx, route, parts, body, upstream_path).await
+}
+
+/// A refused authentication as the client sees it: a bare 401 (or 503), the reason in the debug log only.
+fn auth_error(cx: &Cx, chain: &AuthChain, err: AuthError) -> GatewayError {
+    let reason = match err {
+        AuthError::Missing => "no credential",
+        AuthError::Malformed(why) | AuthError::Invalid(why) => why,
+        AuthError::Conflict => "conflicting credentials",
+        AuthError::Unavailable(service) => {
+            tracing::warn!(request_id = %cx.request_id, route = cx.route.as_deref(), service, "authentication service unavailable");
+            return GatewayError::AuthUnavailable { service };
+        }
+    };
+    tracing::debug!(request_id = %cx.request_id, route = cx.route.as_deref(), reason, "authentication refused");
+    match err {
+        AuthError::Missing => GatewayError::Unauthenticated { challenge: chain.challenge().clone(), missing: true },
+        _ => GatewayError::Unauthenticated { challenge: chain.invalid_challenge().clone(), missing: false },
+    }
+}
+
+/// Identity headers for the upstream: from the identity, the verified client certificate, and the gateway-signed
+/// token when the route asks for it. (Any such header the client sent was removed in phase 0.)
+fn set_identity_headers(
+    snap: &Snapshot,
+    conn: &Conn,
+    cx: &Cx,
+    route: &Route,
+    headers: &mut HeaderMap,
+) -> Result<(), GatewayError> {
+    let identity_headers = &snap.server.identity_headers;
+    if let Some(identity) = &cx.identity {
+        identity_headers.set(identity, headers);
+        if route.gateway_token
+            && let Some(signer) = &snap.server.gateway_token
+        {
+            let token = signer.sign(identity).map_err(|err| {
+                tracing::error!(request_id = %cx.request_id, error = %err, "cannot sign the gateway token");
+                GatewayError::Internal
+            })?;
+            let value = HeaderValue::try_from(token).map_err(|_| GatewayError::Internal)?;
+            headers.insert(signer.header().clone(), value);
+        }
+    }
+    if let Some(cert) = &conn.peer.client_cert
+        && cx.identity.as_ref().is_none_or(|id| id.client_cert.is_none())
+    {
+        identity_headers.set_client_cert(cert, headers);
+    }
+    Ok(())
 }
 
 /// The request body, streamed to the upstream with the route's size limit and the listener's idle timeout.

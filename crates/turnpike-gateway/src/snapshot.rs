@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
+use turnpike_policy::auth::AuthChain;
+use turnpike_policy::auth::jwt::GatewaySigner;
+use turnpike_policy::authz::Authorizer;
 use turnpike_policy::cors::Cors;
 use turnpike_policy::headers::SecurityHeaders;
 use turnpike_policy::identity_headers::IdentityHeaders;
@@ -83,6 +86,8 @@ pub struct ServerSettings {
     pub security_headers: SecurityHeaders,
     /// Addresses allowed on every route.
     pub ip_filter: Option<IpFilter>,
+    /// Signs identity tokens for upstreams, when configured.
+    pub gateway_token: Option<GatewaySigner>,
 }
 
 impl ServerSettings {
@@ -177,4 +182,10 @@ pub struct Route {
     pub cors: Option<Cors>,
     /// JSON Schema validation of request bodies.
     pub validate: Option<BodyValidator>,
+    /// Authentication.
+    pub auth: Option<AuthChain>,
+    /// Authorization.
+    pub authorize: Option<Authorizer>,
+    /// Whether the upstream gets a gateway-signed identity token.
+    pub gateway_token: bool,
 }

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use turnpike_core::Registry;
+use turnpike_policy::auth::introspection::IntrospectionStates;
+use turnpike_policy::auth::jwt::JwtStates;
+use turnpike_policy::authz::OpaStates;
 use turnpike_upstream::{BalancerState, Endpoint, EndpointKey};
 
 /// Every registry of runtime state. A snapshot holds `Arc`s into these; state no snapshot holds is dropped.
@@ -12,4 +15,10 @@ pub struct State {
     pub endpoints: Registry<EndpointKey, Endpoint>,
     /// Balancer positions by upstream id.
     pub balancers: Registry<Arc<str>, BalancerState>,
+    /// JWT key sets, refresh tasks and verified-token caches, by policy id and key source.
+    pub jwt: JwtStates,
+    /// Introspection result caches, by policy id and endpoint.
+    pub introspection: IntrospectionStates,
+    /// OPA decision caches, by route.
+    pub opa: OpaStates,
 }

@@ -5,7 +5,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use turnpike_core::Identity;
+use turnpike_core::{ClientCert, Identity};
 
 use crate::ConfigIssue;
 
@@ -132,6 +132,20 @@ impl IdentityHeaders {
         })
     }
 
+    /// Sets the client-certificate headers (subject, SANs, SHA-256 fingerprint) of a certificate the listener
+    /// verified.
+    pub fn set_client_cert(&self, cert: &ClientCert, headers: &mut HeaderMap) {
+        for (name, value) in [
+            (&self.cert_subject, cert.subject.as_str()),
+            (&self.cert_san, &cert.sans.join(",")),
+            (&self.cert_fingerprint, &cert.fingerprint_sha256),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+
     /// Sets the identity headers for the upstream (after [`strip`](Self::strip)).
     pub fn set(&self, identity: &Identity, headers: &mut HeaderMap) {
         let mut put = |name: &HeaderName, value: &str| {
@@ -156,9 +170,7 @@ impl IdentityHeaders {
             put(&self.plan, plan);
         }
         if let Some(cert) = &identity.client_cert {
-            put(&self.cert_subject, &cert.subject);
-            put(&self.cert_san, &cert.sans.join(","));
-            put(&self.cert_fingerprint, &cert.fingerprint_sha256);
+            self.set_client_cert(cert, headers);
         }
         for (name, value) in &identity.headers {
             headers.insert(name.clone(), value.clone());

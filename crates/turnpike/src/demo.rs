@@ -32,6 +32,35 @@ pub const ORDERS_ADDR: &str = "127.0.0.1:9102";
 /// Where the products service listens (the `products` upstream in [`CONFIG`]).
 pub const PRODUCTS_ADDR: &str = "127.0.0.1:9103";
 
+/// The HS256 secret of the `demo-jwt` policy in [`CONFIG`] (a test keeps them equal). Demo only: a secret in a
+/// config file that is printed on a terminal protects nothing.
+pub const DEMO_JWT_SECRET: &str = "turnpike-demo-secret-not-for-production-use";
+/// The `iss` the `demo-jwt` policy requires.
+pub const DEMO_JWT_ISSUER: &str = "https://demo.turnpike.local";
+/// The `aud` the `demo-jwt` policy requires.
+pub const DEMO_JWT_AUDIENCE: &str = "turnpike-demo";
+
+/// A demo token for user `u-1001`, valid for `ttl`: what an identity provider would issue after a login.
+pub fn demo_token(ttl: Duration) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    signed_demo_token(now, now + ttl.as_secs())
+}
+
+fn signed_demo_token(now: u64, exp: u64) -> String {
+    let claims = json!({
+        "iss": DEMO_JWT_ISSUER,
+        "aud": DEMO_JWT_AUDIENCE,
+        "sub": "u-1001",
+        "email": "amara.okafor@example.com",
+        "roles": ["customer"],
+        "scope": "orders:read profile",
+        "iat": now,
+        "exp": exp,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(DEMO_JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap_or_default()
+}
+
 /// The largest request body a service reads; larger ones get 413.
 const MAX_BODY: usize = 64 * 1024;
 /// The most items one order may list.
@@ -104,7 +133,7 @@ pub async fn start(users: SocketAddr, orders: SocketAddr, products: SocketAddr) 
 }
 
 /// The text printed after startup: what runs where, and curl commands to try.
-pub fn banner(gateway: SocketAddr) -> String {
+pub fn banner(gateway: SocketAddr, token: &str) -> String {
     let base = format!("http://{gateway}/api");
     let post = r#"'{"user_id": "u-1001", "items": [{"product_id": "p-2001", "quantity": 2}]}'"#;
     format!(
@@ -126,6 +155,14 @@ pub fn banner(gateway: SocketAddr) -> String {
          \x20 curl -i {base}/products/p-2001\n\
          \x20 curl -i -X POST {base}/orders -H 'content-type: application/json' \\\n\
          \x20      -d {post}\n\
+         \n\
+         Who am I? /api/me needs a bearer JWT. Here is one for user u-1001, valid for 24 hours (HS256, signed with\n\
+         the demo secret in examples/demo.yaml); the gateway verifies it and tells the users service who called:\n\
+         \n\
+         \x20 TOKEN={token}\n\
+         \x20 curl -i {base}/me -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -i {base}/me                              # no token: 401 with WWW-Authenticate\n\
+         \x20 curl -i {base}/me -H 'X-User-Id: admin'        # a spoofed identity header is removed: still 401\n\
          \n\
          Press Ctrl-C to stop.\n"
     )
@@ -842,19 +879,36 @@ mod tests {
             assert_eq!(self.status, status, "{}", self.body);
             assert_eq!(self.header("content-type"), "application/problem+json");
             assert_eq!(self.body["status"], status.as_u16());
-            assert_eq!(self.body["type"], "about:blank");
+            assert!(self.body["type"].is_string(), "{}", self.body);
             assert!(self.body["title"].is_string() && self.body["detail"].is_string(), "{}", self.body);
         }
     }
 
     /// Sends one request on a fresh HTTP/1.1 connection; a body is sent as JSON.
     async fn send(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Got {
+        send_full(addr, method, path, body, &[]).await
+    }
+
+    async fn send_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        send_full(addr, method, path, None, headers).await
+    }
+
+    async fn send_full(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Got {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(conn);
         let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
         if body.is_some() {
             req = req.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
         let resp = sender.send_request(req).await.unwrap();
@@ -1132,7 +1186,9 @@ mod tests {
 
     #[test]
     fn banner_shows_a_curl_per_public_url() {
-        let text = banner("127.0.0.1:8080".parse().unwrap());
+        let text = banner("127.0.0.1:8080".parse().unwrap(), "tok.en.value");
+        assert!(text.contains("TOKEN=tok.en.value\n"), "{text}");
+        assert!(text.contains("curl -i http://127.0.0.1:8080/api/me -H \"Authorization: Bearer $TOKEN\""), "{text}");
         for url in [
             "/api/users\n",
             "/api/users/u-1001\n",
@@ -1158,8 +1214,10 @@ mod tests {
 
     #[test]
     fn config_matches_the_service_addresses() {
-        for addr in [GATEWAY_ADDR, USERS_ADDR, ORDERS_ADDR, PRODUCTS_ADDR] {
-            assert!(CONFIG.contains(addr), "{addr}");
+        for text in
+            [GATEWAY_ADDR, USERS_ADDR, ORDERS_ADDR, PRODUCTS_ADDR, DEMO_JWT_SECRET, DEMO_JWT_ISSUER, DEMO_JWT_AUDIENCE]
+        {
+            assert!(CONFIG.contains(text), "{text}");
         }
         if let Err(report) = load_and_compile(&ConfigSource::text("demo.yaml", CONFIG), &State::default(), 1) {
             panic!("examples/demo.yaml is invalid:\n{report}");
@@ -1211,6 +1269,25 @@ mod tests {
         get(gw, "/api/users/u-9999").await.assert_problem(StatusCode::NOT_FOUND);
         assert_eq!(send(gw, "POST", "/api/users", Some("{}")).await.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(get(gw, "/users").await.status, StatusCode::NOT_FOUND, "only /api/... is public");
+
+        // /api/me: the identity the gateway verified, as the users service received it.
+        let bearer = format!("Bearer {}", demo_token(Duration::from_secs(60)));
+        let me = send_with(gw, "GET", "/api/me", &[("authorization", &bearer), ("x-user-id", "admin")]).await;
+        assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+        let seen = &me.body["received_from_gateway"];
+        assert_eq!(seen["x-user-id"], "u-1001", "the spoofed header never reaches the service");
+        assert_eq!(seen["x-user-roles"], json!(["customer"]));
+        assert_eq!(seen["x-user-scopes"], json!(["orders:read", "profile"]));
+        assert_eq!(seen["x-user-email"], "amara.okafor@example.com");
+        assert_eq!(seen["x-auth-method"], "jwt");
+        assert_eq!(me.body["user"]["id"], "u-1001");
+        let anonymous = send_with(gw, "GET", "/api/me", &[("x-user-id", "admin")]).await;
+        anonymous.assert_problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(anonymous.header("www-authenticate"), "Bearer realm=\"turnpike\"");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let expired = format!("Bearer {}", signed_demo_token(now - 7200, now - 3600));
+        let expired = send_with(gw, "GET", "/api/me", &[("authorization", &expired)]).await;
+        expired.assert_problem(StatusCode::UNAUTHORIZED);
         gateway.shutdown().await;
     }
 }

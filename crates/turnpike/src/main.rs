@@ -285,7 +285,7 @@ fn demo(args: DemoArgs) -> u8 {
             Err(err) => return start_failed(err),
         };
         let gateway = handle.listener_addr("public").unwrap_or(addr("127.0.0.1:8080"));
-        println!("{}", demo::banner(gateway));
+        println!("{}", demo::banner(gateway, &demo::demo_token(std::time::Duration::from_secs(24 * 3600))));
         let code = serve_until_signalled(handle).await;
         drop(services);
         code

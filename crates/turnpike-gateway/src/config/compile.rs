@@ -10,6 +10,12 @@ use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use turnpike_config::{ConfigError, Node, Path, did_you_mean};
 use turnpike_policy::ConfigIssue;
+use turnpike_policy::auth::api_key::{ApiKeyAuth, ConsumerSet};
+use turnpike_policy::auth::introspection::IntrospectionAuth;
+use turnpike_policy::auth::jwt::{GatewaySigner, JwtAuth};
+use turnpike_policy::auth::mtls::MtlsAuth;
+use turnpike_policy::auth::{AuthChain, AuthPolicy, Method as AuthMethod, Require};
+use turnpike_policy::authz::Authorizer;
 use turnpike_policy::cors::Cors;
 use turnpike_policy::headers::SecurityHeaders;
 use turnpike_policy::identity_headers::IdentityHeaders;
@@ -36,10 +42,18 @@ pub fn compile(
     generation: u64,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut cx = Compiler { root, errors: Vec::new(), base_dir: base_dir.to_path_buf() };
-    let server = cx.server(&doc.server);
+    let policies = cx.auth_policies(doc, state);
+    // Headers the policies' identities may set are protected like the built-in identity headers.
+    let mut extra: Vec<HeaderName> = policies.values().flat_map(|p| p.method.header_names()).collect();
+    if let Some(token) = &doc.server.gateway_token
+        && let Ok(name) = HeaderName::from_bytes(token.header.to_ascii_lowercase().as_bytes())
+    {
+        extra.push(name);
+    }
+    let server = cx.server(&doc.server, &extra);
     let listeners = cx.listeners(doc);
     let upstreams = cx.upstreams(doc, state);
-    let routes = cx.routes(doc, &upstreams, &server);
+    let routes = cx.routes(doc, &upstreams, &server, &policies, state);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -76,7 +90,124 @@ impl Compiler<'_> {
         }
     }
 
-    fn server(&mut self, s: &ServerConfig) -> Option<ServerSettings> {
+    /// The consumers and the authentication policies, by id.
+    fn auth_policies(&mut self, doc: &Document, state: &State) -> HashMap<String, Arc<AuthPolicy>> {
+        let files: Vec<std::path::PathBuf> = doc.consumer_files.iter().map(|f| self.base_dir.join(f)).collect();
+        let (consumers, issues) = ConsumerSet::compile(&doc.consumers, &files);
+        for issue in issues {
+            let path = consumer_issue_path(doc, &issue.path);
+            self.error(&path, issue.message);
+        }
+        let consumers = Arc::new(consumers);
+        let mut out = HashMap::new();
+        for (id, policy) in &doc.auth_policies {
+            if !valid_id(id) {
+                self.error(&policy.path, format!("policy id `{id}` must be letters, digits, `-`, `_` or `.`"));
+                continue;
+            }
+            let (field, method) = match &policy.value {
+                AuthPolicyConfig::Jwt(c) => {
+                    ("jwt", JwtAuth::compile(id, c, &state.jwt, &self.base_dir).map(AuthMethod::Jwt))
+                }
+                AuthPolicyConfig::ApiKey(c) => ("api_key", ApiKeyAuth::compile(c, &consumers).map(AuthMethod::ApiKey)),
+                AuthPolicyConfig::Introspection(c) => (
+                    "introspection",
+                    IntrospectionAuth::compile(id, c, &state.introspection, &self.base_dir)
+                        .map(AuthMethod::Introspection),
+                ),
+                AuthPolicyConfig::Mtls(c) => ("mtls", MtlsAuth::compile(c).map(AuthMethod::Mtls)),
+            };
+            if let Some(method) = self.policy(&policy.path.clone().key(field), method) {
+                out.insert(id.clone(), Arc::new(AuthPolicy { id: Arc::from(id.as_str()), method }));
+            }
+        }
+        out
+    }
+
+    /// A route's `auth` and `authorize`.
+    fn route_auth(
+        &mut self,
+        base: &Path,
+        r: &RouteConfig,
+        policies: &HashMap<String, Arc<AuthPolicy>>,
+        doc: &Document,
+        state: &State,
+    ) -> Option<(Option<AuthChain>, Option<Authorizer>)> {
+        let mut ok = true;
+        let chain = match &r.auth {
+            None => None,
+            Some(auth) => {
+                let path = base.clone().key("auth");
+                if auth.policies.is_empty() && !auth.anonymous {
+                    self.error(&path.clone().key("policies"), "list at least one policy (or set `anonymous: true`)");
+                    ok = false;
+                }
+                if auth.gateway_token && doc.server.gateway_token.is_none() {
+                    self.error(&path.clone().key("gateway_token"), "needs `server.gateway_token` to be configured");
+                    ok = false;
+                }
+                let known: Vec<&str> = doc.auth_policies.keys().map(String::as_str).collect();
+                let mut chain = Vec::new();
+                for (i, id) in auth.policies.iter().enumerate() {
+                    if let Some(policy) = policies.get(id) {
+                        if chain.iter().any(|p: &Arc<AuthPolicy>| &*p.id == id) {
+                            self.error(
+                                &path.clone().key("policies").index(i),
+                                format!("policy `{id}` is listed twice"),
+                            );
+                            ok = false;
+                        }
+                        chain.push(policy.clone());
+                    } else if !doc.auth_policies.contains_key(id) {
+                        let mut e = ConfigError::at(
+                            self.root,
+                            &path.clone().key("policies").index(i),
+                            format!("unknown auth policy `{id}`"),
+                        );
+                        e = match did_you_mean(id, &known) {
+                            Some(s) => e.with_help(format!("did you mean `{s}`?")),
+                            None => e.with_help(format!(
+                                "defined auth policies: {}",
+                                if known.is_empty() { "none".into() } else { known.join(", ") }
+                            )),
+                        };
+                        self.errors.push(e);
+                        ok = false;
+                    } else {
+                        ok = false; // The policy itself has errors, reported where it is defined.
+                    }
+                }
+                let require = match auth.require {
+                    RequireConfig::Any => Require::Any,
+                    RequireConfig::All => Require::All,
+                };
+                Some(AuthChain::new(chain, require, auth.anonymous))
+            }
+        };
+        let authorize = match &r.authorize {
+            None => None,
+            Some(config) => {
+                if r.auth.is_none() {
+                    self.error(
+                        &base.clone().key("authorize"),
+                        "authorization needs an authenticated caller: add `auth` to this route",
+                    );
+                    ok = false;
+                }
+                let compiled = Authorizer::compile(&r.id, config, &state.opa);
+                match self.policy(&base.clone().key("authorize"), compiled) {
+                    Some(a) => Some(a),
+                    None => {
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        ok.then_some((chain, authorize))
+    }
+
+    fn server(&mut self, s: &ServerConfig, extra_identity_headers: &[HeaderName]) -> Option<ServerSettings> {
         let base = Path::root().key("server");
         let mut trusted_proxies = Vec::new();
         for (i, cidr) in s.trusted_proxies.iter().enumerate() {
@@ -96,8 +227,16 @@ impl Compiler<'_> {
                 None
             }
         };
-        let identity_headers =
-            self.policy(&base.clone().key("identity_headers"), IdentityHeaders::compile(&s.identity_headers, &[]));
+        let identity_headers = self.policy(
+            &base.clone().key("identity_headers"),
+            IdentityHeaders::compile(&s.identity_headers, extra_identity_headers),
+        );
+        let gateway_token = match &s.gateway_token {
+            Some(config) => {
+                Some(self.policy(&base.clone().key("gateway_token"), GatewaySigner::compile(config, &self.base_dir))?)
+            }
+            None => None,
+        };
         let security_headers =
             self.policy(&base.clone().key("security_headers"), SecurityHeaders::compile(&s.security_headers));
         let ip_filter = match &s.ip_filter {
@@ -127,6 +266,7 @@ impl Compiler<'_> {
             identity_headers: identity_headers?,
             security_headers: security_headers?,
             ip_filter,
+            gateway_token,
         })
     }
 
@@ -359,6 +499,8 @@ impl Compiler<'_> {
         doc: &Document,
         upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
         server: &Option<ServerSettings>,
+        policies: &HashMap<String, Arc<AuthPolicy>>,
+        state: &State,
     ) -> Option<Router<Route>> {
         let default_body = server.as_ref().map_or(64 << 20, |s| s.max_body_size);
         let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -434,6 +576,7 @@ impl Compiler<'_> {
                 .validate
                 .as_ref()
                 .map(|c| self.policy(&base.clone().key("validate"), BodyValidator::compile(c, &self.base_dir)));
+            let Some((auth, authorize)) = self.route_auth(&base, r, policies, doc, state) else { continue };
             let (Some(ip_filter), Some(cors), Some(validate)) = (
                 ip_filter.map_or(Some(None), |f| f.map(Some)),
                 cors.map_or(Some(None), |c| c.map(Some)),
@@ -450,6 +593,9 @@ impl Compiler<'_> {
                 ip_filter,
                 cors,
                 validate,
+                gateway_token: r.auth.as_ref().is_some_and(|a| a.gateway_token),
+                auth,
+                authorize,
             };
             specs.push(RouteSpec {
                 hosts: r.matcher.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -601,6 +747,17 @@ fn join(base: &Path, relative: &str) -> Path {
         }
     }
     path
+}
+
+/// Where a consumer issue points: `consumers[acme].keys[1]` names the consumer by id, the document holds a list.
+fn consumer_issue_path(doc: &Document, relative: &str) -> Path {
+    if let Some(rest) = relative.strip_prefix("consumers[")
+        && let Some((id, tail)) = rest.split_once(']')
+        && let Some(index) = doc.consumers.iter().position(|c| c.id == id)
+    {
+        return join(&Path::root().key("consumers").index(index), tail);
+    }
+    join(&Path::root(), relative)
 }
 
 /// The config field that holds a route's path matcher.

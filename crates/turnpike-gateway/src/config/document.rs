@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use turnpike_config::{ByteSize, Duration, Spanned};
+use turnpike_policy::auth::api_key::{ApiKeyConfig, ConsumerConfig};
+use turnpike_policy::auth::introspection::IntrospectionConfig;
+use turnpike_policy::auth::jwt::{GatewayTokenConfig, JwtConfig};
+use turnpike_policy::auth::mtls::MtlsConfig;
+use turnpike_policy::authz::AuthorizeConfig;
 use turnpike_policy::cors::CorsConfig;
 use turnpike_policy::headers::SecurityHeadersConfig;
 use turnpike_policy::identity_headers::IdentityHeadersConfig;
@@ -31,6 +36,62 @@ pub struct Document {
     /// second (see the routing section of the docs).
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    /// Authentication policies routes refer to in `auth.policies`, by id: each one method (`jwt`, `api_key`,
+    /// `introspection` or `mtls`) with its settings.
+    #[serde(default)]
+    pub auth_policies: BTreeMap<String, Spanned<AuthPolicyConfig>>,
+    /// Known API clients and their keys (used by `api_key` policies).
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+    /// Files holding more consumers (a YAML or JSON list of the same shape as `consumers`), relative to the
+    /// config file's directory. Read again on every reload: revoking a key is editing the file and reloading.
+    #[serde(default)]
+    pub consumer_files: Vec<String>,
+}
+
+/// An authentication policy: exactly one method.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthPolicyConfig {
+    /// JSON Web Tokens, verified with a secret, static public keys, a JWKS URL or OIDC discovery.
+    Jwt(JwtConfig),
+    /// API keys of the configured consumers.
+    ApiKey(ApiKeyConfig),
+    /// Opaque tokens checked with an OAuth2 token introspection endpoint (RFC 7662).
+    Introspection(IntrospectionConfig),
+    /// The client certificate a listener verified (the listener's `tls.client_auth` must request or require one).
+    Mtls(MtlsConfig),
+}
+
+/// A route's authentication.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthConfig {
+    /// Ids of `auth_policies`, in the order they are tried.
+    pub policies: Vec<String>,
+    /// How the policies combine: `any` (the first whose credential the request presents decides; two different
+    /// credentials, or a malformed one, are refused) or `all` (every policy must verify; identities are merged).
+    #[serde(default)]
+    pub require: RequireConfig,
+    /// Let requests without any credential through, without an identity. A credential that is presented is
+    /// still verified: a bad one is refused, never treated as anonymous. Off unless set.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Send the upstream a short-lived JWT signed by the gateway with the caller's identity, in the header
+    /// `server.gateway_token.header` (which must be configured).
+    #[serde(default)]
+    pub gateway_token: bool,
+}
+
+/// How a route's authentication policies combine.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RequireConfig {
+    /// The first policy whose credential is presented decides.
+    #[default]
+    Any,
+    /// Every policy must verify.
+    All,
 }
 
 /// Process-wide settings.
@@ -63,6 +124,9 @@ pub struct ServerConfig {
     pub security_headers: SecurityHeadersConfig,
     /// Client addresses allowed on every route (a route's own `ip_filter` applies as well).
     pub ip_filter: Option<IpFilterConfig>,
+    /// The key the gateway signs identity tokens for upstreams with (routes opt in with
+    /// `auth.gateway_token: true`).
+    pub gateway_token: Option<GatewayTokenConfig>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +143,7 @@ impl Default for ServerConfig {
             identity_headers: IdentityHeadersConfig::default(),
             security_headers: SecurityHeadersConfig::default(),
             ip_filter: None,
+            gateway_token: None,
         }
     }
 }
@@ -461,6 +526,13 @@ pub struct RouteConfig {
     /// JSON Schema validation of request bodies (after authentication and authorization).
     #[serde(default)]
     pub validate: Option<BodySchemaConfig>,
+    /// Who may call it: authentication policies, in order. Absent: the route is public.
+    #[serde(default)]
+    pub auth: Option<RouteAuthConfig>,
+    /// What the authenticated caller must have: roles, scopes, claim rules, an OPA decision; per method too.
+    /// Needs `auth`.
+    #[serde(default)]
+    pub authorize: Option<AuthorizeConfig>,
 }
 
 /// What a route matches. All given conditions must hold. Give at most one of `path`, `prefix` and `regex`.

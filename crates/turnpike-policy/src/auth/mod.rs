@@ -5,6 +5,7 @@
 //! malformed or conflicting credential is refused, never passed over to a weaker method.
 
 pub mod api_key;
+mod chain;
 pub mod claims;
 pub mod introspection;
 pub mod jwt;
@@ -12,6 +13,8 @@ pub mod mtls;
 pub mod token;
 
 use std::sync::Arc;
+
+pub use chain::{AuthChain, AuthError, AuthPolicy, Authenticated, Method, Require};
 
 use turnpike_core::ClientCert;
 

@@ -54,6 +54,28 @@ async fn demo_serves_its_documented_urls() {
 
     let banner = gw.output();
     assert!(banner.contains("curl") && banner.contains("/api/users"), "the demo prints curl commands:\n{banner}");
+
+    // The printed token opens /api/me, which answers with the identity the users service got from the gateway.
+    let token = banner
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("TOKEN="))
+        .unwrap_or_else(|| panic!("the demo prints a token:\n{banner}"))
+        .to_string();
+    let me = client
+        .send(
+            http::Request::get("http://127.0.0.1:8080/api/me")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x_user_id", "admin")
+                .body(turnpike_test::client::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["received_from_gateway"]["x-user-id"], "u-1001");
+    let anonymous = get("/api/me").await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.header("content-type"), Some("application/problem+json"));
+    assert!(anonymous.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
     gw.signal("TERM");
     assert_eq!(gw.wait(Duration::from_secs(10)), Some(0));
 }
