@@ -269,6 +269,7 @@ mod tests {
                 .unwrap(),
             security_headers: Default::default(),
             ip_filter: None,
+            gateway_token: None,
         }
     }
 
