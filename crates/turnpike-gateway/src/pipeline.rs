@@ -181,9 +181,14 @@ async fn route_and_dispatch(
     // 4 authorize: what the caller may do here. Without an identity a refusal is 401 (credentials could change
     // the answer), with one 403.
     if let Some(authorizer) = &route.authorize {
+        // Rules and the policy engine see the normalized path, the one routing matched and the upstream gets.
+        let normalized_uri = match &path {
+            Cow::Owned(normalized) => Some(with_query(normalized.clone(), parts.uri.query())?.into()),
+            Cow::Borrowed(_) => None,
+        };
         let input = AuthzInput {
             method: &parts.method,
-            uri: &parts.uri,
+            uri: normalized_uri.as_ref().unwrap_or(&parts.uri),
             headers: &parts.headers,
             identity: cx.identity.as_deref(),
             client_ip: cx.client_ip,

@@ -327,7 +327,10 @@ fn routes(args: ConfigArg) -> u8 {
             return EXIT_INVALID_CONFIG;
         }
     };
-    println!("{:<5} {:<22} {:<18} {:<14} {:<30} {:<14} WHY", "RANK", "HOST", "ROUTE", "METHODS", "PATH", "UPSTREAM");
+    println!(
+        "{:<5} {:<22} {:<18} {:<14} {:<30} {:<14} {:<20} WHY",
+        "RANK", "HOST", "ROUTE", "METHODS", "PATH", "UPSTREAM", "AUTH"
+    );
     for info in snapshot.routes.in_precedence_order() {
         let methods = if info.methods.is_empty() {
             "*".to_string()
@@ -342,14 +345,21 @@ fn routes(args: ConfigArg) -> u8 {
         };
         let rules = info.headers.len() + info.query.len();
         let path = if rules > 0 { format!("{path} (+{rules} rules)") } else { path };
+        // Who may call: `public` without `auth`, else the policies (`|` any of, `+` all of), `?` when anonymous
+        // callers are let in too.
+        let auth = match &info.value.auth {
+            None => "public".to_string(),
+            Some(chain) => chain.summary(),
+        };
         println!(
-            "{:<5} {:<22} {:<18} {:<14} {:<30} {:<14} {}",
+            "{:<5} {:<22} {:<18} {:<14} {:<30} {:<14} {:<20} {}",
             info.rank + 1,
             info.host.to_string(),
             info.value.id,
             methods,
             path,
             info.value.upstream.id,
+            auth,
             info.explanation
         );
     }

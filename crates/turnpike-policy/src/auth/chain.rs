@@ -214,6 +214,17 @@ impl AuthChain {
         self.anonymous
     }
 
+    /// A one-line description: the policy ids joined by `|` (any of) or `+` (all of), `?` at the end when
+    /// anonymous callers are let in too.
+    pub fn summary(&self) -> String {
+        let sep = match self.require {
+            Require::Any => "|",
+            Require::All => "+",
+        };
+        let ids: Vec<&str> = self.policies.iter().map(|p| &*p.id).collect();
+        format!("{}{}", ids.join(sep), if self.anonymous { "?" } else { "" })
+    }
+
     /// The route's policies, in order.
     pub fn policies(&self) -> &[Arc<AuthPolicy>] {
         &self.policies
