@@ -473,9 +473,14 @@ upstreams:
   app: {{ endpoints: ["{upstream}"] }}
 auth_policies:
   certs: {{ mtls: {{ subject: common_name, roles: [service] }} }}
+  by_fingerprint: {{ mtls: {{ subject: fingerprint }} }}
   keys: {{ api_key: {{ header: x-api-key }} }}
 {consumers}
 routes:
+  - id: fp
+    match: {{ prefix: /fp }}
+    upstream: app
+    auth: {{ policies: [by_fingerprint] }}
   - id: svc
     match: {{ prefix: /svc }}
     upstream: app
@@ -542,6 +547,11 @@ async fn required_client_certificates_become_the_identity() {
         assert_eq!(echo["headers"][header].as_array().map(Vec::len), Some(1), "{header}: only the gateway's value");
     }
     assert!(echo["headers"].get("x_client_cert_fingerprint").is_none());
+
+    // Another subject source: the certificate's SHA-256 fingerprint names the caller.
+    let reply = tls_get(&gw, &pki, Some(&cert), "/fp", &[("x-user-id", "admin")]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(seen(&reply.json(), "x-user-id"), Some(sha256_hex(&cert.cert_der()).as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
