@@ -8,4 +8,5 @@ mod cli;
 mod demo;
 mod process;
 mod run;
+mod secrets;
 mod streaming;
