@@ -81,15 +81,16 @@ impl ConfigError {
     /// Renders this error as one block (no trailing blank line); see [`ConfigErrors::render`].
     pub fn render(&self, sources: &SourceMap) -> String {
         let mut out = format!("error: {}\n", self.message);
-        let line_text = self.span.and_then(|s| sources.line(s.file, s.line));
-        let gutter = match (self.span, line_text) {
+        // The quoted line never shows a secret written literally in the file (`secret: ...` next to an error).
+        let line_text = self.span.and_then(|s| sources.line(s.file, s.line)).map(mask_secrets);
+        let gutter = match (self.span, &line_text) {
             (Some(span), Some(_)) => span.line.to_string().len(),
             _ => 1,
         };
         let pad = " ".repeat(gutter);
         if let Some(span) = self.span {
             out.push_str(&format!("{pad}--> {}:{}:{}\n", sources.name(span.file), span.line, span.col));
-            if let Some(text) = line_text {
+            if let Some(text) = &line_text {
                 let indent: String = text
                     .chars()
                     .take(usize::try_from(span.col.saturating_sub(1)).unwrap_or(0))
@@ -109,6 +110,78 @@ impl ConfigError {
         }
         out
     }
+}
+
+/// Field names whose values are secrets: never quoted in an error snippet.
+const SECRET_FIELDS: &[&str] =
+    &["secret", "client_secret", "key", "key_pem", "password", "token", "api_key", "private_key", "authorization"];
+
+fn is_secret_field(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_FIELDS.contains(&name.as_str()) || name.ends_with("_secret") || name.ends_with("password")
+}
+
+/// `line` with the value of every secret field (`secret: abc`, `{ key: "abc", ... }`) replaced by `*`s of the same
+/// length, so carets under the line still point where they did.
+pub fn mask_secrets(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = chars.clone();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_key = i == 0 || matches!(chars[i - 1], ' ' | '\t' | '{' | ',' | '-' | '"' | '\'');
+        if !starts_key || !(chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '-') {
+            i += 1;
+        }
+        let name: String = chars[start..i].iter().collect();
+        let mut j = i;
+        if j < chars.len() && (chars[j] == '"' || chars[j] == '\'') {
+            j += 1; // the closing quote of a quoted key
+        }
+        while j < chars.len() && chars[j] == ' ' {
+            j += 1;
+        }
+        if j >= chars.len() || chars[j] != ':' || !is_secret_field(&name) {
+            continue;
+        }
+        j += 1;
+        while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
+            j += 1;
+        }
+        let value_start = j;
+        let end = match chars.get(j) {
+            Some(&q @ ('"' | '\'')) => {
+                let mut k = j + 1;
+                while k < chars.len() && chars[k] != q {
+                    k += if chars[k] == '\\' { 2 } else { 1 };
+                }
+                (k + 1).min(chars.len())
+            }
+            _ => {
+                let in_flow = chars[..start].contains(&'{');
+                let mut k = j;
+                while k < chars.len()
+                    && !(in_flow && matches!(chars[k], ',' | '}'))
+                    && !(chars[k] == '#' && k > 0 && chars[k - 1] == ' ')
+                {
+                    k += 1;
+                }
+                while k > value_start && chars[k - 1] == ' ' {
+                    k -= 1;
+                }
+                k
+            }
+        };
+        for c in &mut out[value_start..end] {
+            *c = '*';
+        }
+        i = end;
+    }
+    out.into_iter().collect()
 }
 
 impl fmt::Display for ConfigError {
@@ -274,4 +347,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_secrets;
+
+    #[test]
+    fn masks_secret_values_in_block_and_flow_style() {
+        assert_eq!(mask_secrets("      secret: short-literal"), "      secret: *************");
+        assert_eq!(mask_secrets("  client_secret: \"a b\" # note"), "  client_secret: ***** # note");
+        assert_eq!(
+            mask_secrets("  - { id: acme, keys: [{ key: abc123 }], plan: gold }"),
+            "  - { id: acme, keys: [{ key: ****** }], plan: gold }"
+        );
+        assert_eq!(mask_secrets("jwt: { secret: 'x,y', issuer: a }"), "jwt: { secret: *****, issuer: a }");
+        assert_eq!(mask_secrets("  keys: [a]"), "  keys: [a]");
+        assert_eq!(mask_secrets("  monkey: banana"), "  monkey: banana");
+        assert_eq!(mask_secrets("  db_password: hunter2"), "  db_password: *******");
+    }
 }

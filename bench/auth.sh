@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# auth.sh - what edge authentication costs, side by side with the plain proxy, in one run.
+#
+#   bench/auth.sh                      3 interleaved rounds of 8 s per route
+#   ROUNDS=5 DURATION=10 bench/auth.sh
+#
+# One Turnpike process (one worker thread, pinned to core 0, no access log) with five routes to the same backend:
+#   /plain          no authentication (the plain-proxy figure)
+#   /jwt            RS256 JWT, static public key, verified-token cache on (the default)
+#   /jwt-uncached   the same policy with `cache: { max_entries: 0 }`: a signature check on every request
+#   /key            API key of a consumer (SHA-256 + constant-time compare)
+#   /jwt-key        JWT and API key, both required (`require: all`)
+# wrk (core 1, with the backend) sends every route the same request: `Authorization: Bearer <RS256 JWT>` and
+# `x-api-key`, so the bytes on the wire are the same everywhere (the plain route forwards both headers; the
+# others remove them). Rounds interleave the routes; ratios are paired per round (route / plain of the same round).
+# Loopback only; every wrk run is bounded (-d plus `timeout`); everything started is stopped on exit.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+RIG=${RIG:-$(cd "$HERE/../../shared/bench" 2>/dev/null && pwd || true)}
+BACKEND_BIN=${BACKEND_BIN:-$RIG/target/release/bench-backend}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-64}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT=${PORT:-8090}
+ROUTES=(plain jwt jwt-uncached key jwt-key)
+OUT=${OUT_DIR:-$HERE/results/auth-$(date +%Y%m%d-%H%M%S)}
+
+log() { printf '[auth.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2; }
+if [[ ! -x $BACKEND_BIN ]]; then
+    (cd "$RIG" && cargo build --release -p bench-backend) || { log "cannot build the rig's backend"; exit 2; }
+fi
+(cd "$HERE/.." && cargo build --release -p turnpike)
+mkdir -p "$OUT"
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# An RSA key pair and an RS256 token signed with it (what an identity provider would issue).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rsa.key" 2>/dev/null
+openssl pkey -in "$TMP/rsa.key" -pubout -out "$TMP/rsa.pub"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+head=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+exp=$(($(date +%s) + 86400))
+body=$(printf '{"iss":"https://idp.bench","aud":"bench","sub":"u-1001","roles":["reader"],"scope":"read write","exp":%d}' "$exp" | b64url)
+sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$TMP/rsa.key" | b64url)
+TOKEN="$head.$body.$sig"
+KEY=bench-key-7f3a9c1e5b2d4f6a8c0e
+
+cat >"$TMP/turnpike.yaml" <<EOF
+server: { workers: 1, access_log: { enabled: false }, watch: false }
+listeners: [{ name: bench, address: "127.0.0.1:$PORT" }]
+upstreams: { backend: { endpoints: ["127.0.0.1:9000"] } }
+auth_policies:
+  jwt:
+    jwt: { algorithms: [RS256], keys: [{ kid: bench, pem_file: rsa.pub }], issuer: "https://idp.bench", audiences: [bench] }
+  jwt-uncached:
+    jwt: { algorithms: [RS256], keys: [{ kid: bench, pem_file: rsa.pub }], issuer: "https://idp.bench", audiences: [bench],
+           cache: { max_entries: 0 } }
+  key:
+    api_key: { header: x-api-key }
+consumers:
+  - { id: bench, plan: gold, roles: [reader], keys: [{ key: "$KEY" }] }
+routes:
+  - { id: plain, match: { prefix: /plain }, upstream: backend }
+  - { id: jwt, match: { prefix: /jwt }, upstream: backend, auth: { policies: [jwt] } }
+  - { id: jwt-uncached, match: { prefix: /jwt-uncached }, upstream: backend, auth: { policies: [jwt-uncached] } }
+  - { id: key, match: { prefix: /key }, upstream: backend, auth: { policies: [key] } }
+  - { id: jwt-key, match: { prefix: /jwt-key }, upstream: backend, auth: { policies: [jwt, key], require: all } }
+EOF
+cp "$TMP/turnpike.yaml" "$OUT/turnpike.yaml"
+
+taskset -c "$LOAD_CPU" "$BACKEND_BIN" >"$OUT/backend.out" 2>&1 &
+PIDS+=($!)
+taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$TMP/turnpike.yaml" --no-control-socket \
+    >"$OUT/turnpike.out" 2>&1 &
+TPID=$!
+PIDS+=($TPID)
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/plain" && break
+    sleep 0.1
+done
+
+# Every authenticated route must refuse a request without credentials and accept the bench request.
+for r in "${ROUTES[@]}"; do
+    ok=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" -H "x-api-key: $KEY" \
+        "http://127.0.0.1:$PORT/$r")
+    bare=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/$r")
+    log "$r: with credentials $ok, without $bare"
+    [[ $ok == 200 ]] || { log "$r does not accept the bench credentials"; exit 1; }
+    [[ $r == plain || $bare == 401 ]] || { log "$r lets a request without credentials through"; exit 1; }
+done
+
+run_wrk() { # <route> <seconds> <out>
+    timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" --latency \
+        -H "authorization: Bearer $TOKEN" -H "x-api-key: $KEY" "http://127.0.0.1:$PORT/$1" >"$3" 2>&1 \
+        || log "wrk exited non-zero ($1)"
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
+
+RESULTS="$OUT/results.tsv"
+printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
+for r in "${ROUTES[@]}"; do run_wrk "$r" "$WARMUP" /dev/null; done
+for round in $(seq 1 "$ROUNDS"); do
+    for r in "${ROUTES[@]}"; do
+        before=$(cpu_ticks)
+        run_wrk "$r" "$DURATION" "$OUT/wrk-$round-$r.txt"
+        after=$(cpu_ticks)
+        f="$OUT/wrk-$round-$r.txt"
+        rps=$(awk '/Requests\/sec/ {print $2}' "$f")
+        p50=$(awk '$1=="50%" {print $2}' "$f")
+        p99=$(awk '$1=="99%" {print $2}' "$f")
+        non2xx=$(awk '/Non-2xx/ {print $NF}' "$f")
+        cpu=$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)
+        printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$rps" "$p50" "$p99" "$cpu" "${non2xx:-0}" >>"$RESULTS"
+        log "round $round $r: $rps req/s"
+    done
+done
+
+python3 - "$RESULTS" <<'PY' | tee "$OUT/summary.txt"
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
+def ms(v):
+    v = v.strip()
+    for suffix, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(suffix):
+            return float(v[: -len(suffix)]) * f
+    return float("nan")
+by = {}
+for rnd, route, rps, p50, p99, cpu, non2xx in rows:
+    by.setdefault(route, {})[rnd] = (float(rps), ms(p50), ms(p99), float(cpu), int(non2xx or 0))
+plain = by["plain"]
+print(f"{'route':<14}{'req/s (median)':>16}{'vs plain (paired)':>20}{'range':>18}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+for route, per in by.items():
+    rps = statistics.median(v[0] for v in per.values())
+    ratios = sorted(per[r][0] / plain[r][0] for r in per if r in plain)
+    print(f"{route:<14}{rps:>16.0f}{statistics.median(ratios):>20.3f}{f'{ratios[0]:.3f}..{ratios[-1]:.3f}':>18}"
+          f"{statistics.median(v[1] for v in per.values()):>9.3f}{statistics.median(v[2] for v in per.values()):>9.3f}"
+          f"{sum(v[4] for v in per.values()):>9}")
+PY
+log "raw results in $OUT"
