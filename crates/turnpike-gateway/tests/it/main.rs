@@ -3,6 +3,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth_jwt;
 mod config;
 mod edge;
 mod forwarding;
