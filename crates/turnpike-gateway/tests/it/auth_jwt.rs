@@ -290,6 +290,7 @@ struct Env {
     gw: TestGateway,
     upstream: MockUpstream,
     ca: TestCa,
+    yaml: String,
     _dir: Dir,
 }
 
@@ -335,7 +336,7 @@ routes:
             upstream = upstream.addr(),
         );
         let gw = TestGateway::start(&yaml).await;
-        Env { gw, upstream, ca, _dir: dir }
+        Env { gw, upstream, ca, yaml, _dir: dir }
     }
 
     /// `GET path` over HTTPS (HTTP/1.1 or HTTP/2 by ALPN) with `headers`.
@@ -862,4 +863,122 @@ async fn gateway_signed_token_reaches_the_upstream_and_verifies() {
     }
     // No token on the signed route: 401, nothing signed.
     assert_refused(&env.https("/signed/x", &[]).await, "no token on the signed route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_in_cookies_and_rewritten_queries_are_removed_too() {
+    let r1 = TestKey::rsa(RSA1_KEY);
+    let mut both = static_policy();
+    both["from"] = json!([{"header": "authorization"}, {"query": "access_token"}, {"cookie": "session"}]);
+    let routes = r#"
+  - id: rewritten
+    match: { prefix: /rw }
+    rewrite: { strip_prefix: /rw }
+    upstream: app
+    auth: { policies: [many] }
+  - id: many
+    match: { prefix: /many }
+    upstream: app
+    auth: { policies: [many] }
+"#;
+    let env = Env::start("sources", json!({"main": {"jwt": static_policy()}, "many": {"jwt": both}}), "", routes).await;
+    let token = r1.sign(Some("r1"), &claims("u-1"));
+
+    // A cookie: only that cookie is removed.
+    let cookie = format!("theme=dark; session={token}; lang=en");
+    let reply = env.https("/many/x", &[("cookie", &cookie)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echo = reply.json();
+    assert_eq!(seen(&echo, "x-user-id"), ["u-1"]);
+    assert!(!echo.to_string().contains(&token), "the token reached the upstream: {echo}");
+    assert_eq!(seen(&echo, "cookie").join("; "), "theme=dark; lang=en");
+
+    // A query parameter on a rewritten route, and on a path the gateway normalizes: removed from the target the
+    // upstream receives.
+    for (path, upstream_path) in [("/rw/items", "/items"), ("/many//a/./b", "/many/a/b")] {
+        let reply = env.https(&format!("{path}?x=1&access_token={token}"), &[]).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let echo = reply.json();
+        assert_eq!(echo["path"], upstream_path, "{echo}");
+        assert_eq!(echo["query"], "x=1", "{path}: {echo}");
+        assert!(!echo.to_string().contains(&token), "{path}: the token reached the upstream: {echo}");
+    }
+    // The same token in several places is one credential, and every copy is removed.
+    let reply = env
+        .https(&format!("/many/x?access_token={token}"), &[("authorization", &bearer(&token)), ("cookie", &cookie)])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!reply.text().contains(&token), "{}", reply.text());
+
+    // Two different tokens, or the header given twice: refused, never settled by order.
+    let other = r1.sign(Some("r1"), &claims("u-2"));
+    let reply = env.https(&format!("/many/x?access_token={other}"), &[("authorization", &bearer(&token))]).await;
+    assert_refused(&reply, "different tokens in header and query");
+    let (first, second) = (bearer(&token), bearer(&other));
+    let reply = env.https_alpn("/api/x", &[("authorization", &first), ("authorization", &second)], &[b"h2"]).await;
+    assert_refused(&reply, "authorization given twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_token_is_not_trusted_past_its_exp_nor_after_its_key_is_removed() {
+    // exp: the cache keeps a verified token at most until its exp (leeway 0 makes the boundary exact).
+    let r1 = TestKey::rsa(RSA1_KEY);
+    let mut policy = static_policy();
+    policy["leeway"] = json!("0s");
+    let env = Env::start("cache-exp", json!({"main": {"jwt": policy}}), "", "").await;
+    let mut short = claims("u-1");
+    short["exp"] = json!(now() + 2);
+    let token = bearer(&r1.sign(Some("r1"), &short));
+    assert_eq!(env.https("/api/x", &[("authorization", &token)]).await.status, 200);
+    assert_eq!(env.https("/api/x", &[("authorization", &token)]).await.status, 200, "a second time, from the cache");
+    let (env_ref, auth) = (&env, token.as_str());
+    let reply = until_status(Duration::from_secs(10), 401, || async move {
+        env_ref.https("/api/x", &[("authorization", auth)]).await
+    })
+    .await;
+    assert_refused(&reply, "expired after being cached");
+
+    // A key removed from the JWKS: tokens it signed are refused after the next refresh, cached or not.
+    let r2 = TestKey::rsa(RSA2_KEY);
+    let idp = Idp::start(jwks(&[(&r1, "r1"), (&r2, "r2")])).await;
+    let policy = jwks_policy(
+        &idp.jwks_url(),
+        json!({"timeout": "1s", "min_refresh_interval": "100ms", "refresh_interval": "200ms"}),
+    );
+    let env = Env::start("cache-rotation", json!({"main": {"jwt": policy}}), "", "").await;
+    let old = bearer(&r1.sign(Some("r1"), &claims("u-1")));
+    let new = bearer(&r2.sign(Some("r2"), &claims("u-2")));
+    for _ in 0..2 {
+        assert_eq!(env.https("/api/x", &[("authorization", &old)]).await.status, 200);
+    }
+    idp.set_jwks(jwks(&[(&r2, "r2")]));
+    let (env_ref, auth) = (&env, old.as_str());
+    let reply = until_status(Duration::from_secs(10), 401, || async move {
+        env_ref.https("/api/x", &[("authorization", auth)]).await
+    })
+    .await;
+    assert_refused(&reply, "signed by a removed key");
+    assert_eq!(env.https("/api/x", &[("authorization", &new)]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_fetched_keys_unless_the_key_source_changes() {
+    let r1 = TestKey::rsa(RSA1_KEY);
+    let idp = Idp::start(jwks(&[(&r1, "r1")])).await;
+    let policy = jwks_policy(&idp.jwks_url(), json!({"timeout": "500ms", "min_refresh_interval": "100ms"}));
+    let env = Env::start("reload", json!({"main": {"jwt": policy}}), "", "").await;
+    let valid = || bearer(&r1.sign(Some("r1"), &claims("u-1")));
+    assert_eq!(env.https("/api/x", &[("authorization", &valid())]).await.status, 200);
+    idp.down().await;
+
+    // Same key source: the keys fetched before the reload keep working although the source is down.
+    env.gw.reload(&env.yaml).unwrap();
+    let reply = env.https("/api/x", &[("authorization", &valid())]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // Another key source (down): fresh state, no keys, 503.
+    let down = format!("http://{}/jwks.json", turnpike_test::refused_addr());
+    env.gw.reload(&env.yaml.replace(&idp.jwks_url(), &down)).unwrap();
+    let reply = env.https("/api/x", &[("authorization", &valid())]).await;
+    assert_unavailable(&reply, "after switching to a key source that is down");
 }
