@@ -508,6 +508,10 @@ async fn token_matrix_over_https_with_a_jwks_server() {
     let reply = env.https("/api/me", &[("authorization", &bearer(&huge))]).await;
     assert_refused(&reply, "100 KB token");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    let started = Instant::now();
+    let reply = env.https_alpn("/api/me", &[("authorization", &bearer(&huge))], &[b"http/1.1"]).await;
+    assert_refused(&reply, "100 KB token over HTTP/1.1");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     // ...and with 431 by the listener's default head limit (32KiB) before any auth on the other.
     let plain = env.plain(&Client::h1(), "/api/me", &[("authorization", &bearer(&huge))]).await;
     assert_eq!(plain.status, 431, "{}", plain.text());
@@ -751,6 +755,21 @@ async fn identity_headers_are_never_taken_from_the_client() {
             }
         }
     }
+    // The exact spellings on the wire (HTTP/1.1 clients keep the case they were given): still only the verified
+    // value, once.
+    let mut conn = turnpike_test::RawConn::connect(env.gw.addr_of("plain")).await;
+    conn.send(format!(
+        "GET /api/x HTTP/1.1\r\nHost: {HOST}\r\nX-USER-ID: root\r\nX_User_Id: admin\r\nx-user-id: admin\r\n\
+         X-User-Email: admin@example.com\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    let raw = conn.read_response().await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    let echo = raw.json();
+    assert_eq!(seen(&echo, "x-user-id"), ["u-1"], "{echo}");
+    assert!(seen(&echo, "x_user_id").is_empty(), "{echo}");
+    assert_eq!(seen(&echo, "x-user-email"), ["u-1@example.com"], "{echo}");
+
     // A bad token on the anonymous route is refused, never passed as anonymous.
     let bad = bearer(&TestKey::rsa(RSA2_KEY).sign(Some("r1"), &claims("u-1")));
     assert_refused(&env.https("/anon/x", &[("authorization", &bad)]).await, "bad token on an anonymous route");
