@@ -164,6 +164,15 @@ impl Drop for Idp {
 
 impl Idp {
     async fn start(doc: Value) -> Idp {
+        Self::start_with(doc, None).await
+    }
+
+    /// The same over HTTPS with `tls`.
+    async fn start_tls(doc: Value, tls: Arc<rustls::ServerConfig>) -> Idp {
+        Self::start_with(doc, Some(tls)).await
+    }
+
+    async fn start_with(doc: Value, tls: Option<Arc<rustls::ServerConfig>>) -> Idp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(IdpShared {
@@ -178,14 +187,22 @@ impl Idp {
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let shared = serving.clone();
+                let (shared, tls) = (serving.clone(), tls.clone());
                 let conn = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(answer(&shared, addr, req.uri().path()).await) }
                     });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await else { return };
+                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                        }
+                        None => {
+                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
                 serving.connections.lock().unwrap().push(conn.abort_handle());
             }
@@ -1000,4 +1017,31 @@ async fn a_reload_keeps_the_fetched_keys_unless_the_key_source_changes() {
     env.gw.reload(&env.yaml.replace(&idp.jwks_url(), &down)).unwrap();
     let reply = env.https("/api/x", &[("authorization", &valid())]).await;
     assert_unavailable(&reply, "after switching to a key source that is down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_over_https_is_verified_against_the_configured_ca() {
+    let e1 = TestKey::es256();
+    let idp_ca = TestCa::new("Private IdP CA");
+    let idp_cert = idp_ca.server(&["127.0.0.1"]);
+    let idp = Idp::start_tls(jwks(&[(&e1, "e1")]), tls::server_config(&idp_cert, &[b"http/1.1"])).await;
+    let url = format!("https://{}/jwks.json", idp.addr);
+    let dir = Dir::new("idp-ca");
+    let ca_file = dir.0.join("idp-ca.pem");
+    std::fs::write(&ca_file, &idp_ca.cert_pem).unwrap();
+    let token = bearer(&e1.sign(Some("e1"), &claims("tls-user")));
+
+    // Trusting the IdP's private CA: the keys are fetched over HTTPS.
+    let policy = jwks_policy(&url, json!({"timeout": "1s", "ca": ca_file.display().to_string()}));
+    let env = Env::start("jwks-https", json!({"main": {"jwt": policy}}), "", "").await;
+    let reply = env.https("/api/x", &[("authorization", &token)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(seen(&reply.json(), "x-user-id"), ["tls-user"]);
+    assert_eq!(idp.jwks_hits(), 1);
+
+    // With the system roots only, the IdP's certificate is not trusted: no keys, 503, and no JWKS was served.
+    let policy = jwks_policy(&url, json!({"timeout": "1s"}));
+    let env = Env::start("jwks-https-untrusted", json!({"main": {"jwt": policy}}), "", "").await;
+    assert_unavailable(&env.https("/api/x", &[("authorization", &token)]).await, "untrusted IdP certificate");
+    assert_eq!(idp.jwks_hits(), 1, "the untrusted handshake never got to an HTTP request");
 }
