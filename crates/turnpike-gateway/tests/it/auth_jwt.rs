@@ -654,6 +654,19 @@ async fn a_gateway_whose_jwks_never_answered_refuses_with_503() {
         }
         assert_eq!(env.upstream.count(), 0, "{case}: nothing passed");
     }
+
+    // When the identity provider comes back, the gateway recovers by itself (no reload, no restart).
+    let policy = jwks_policy(&failing.jwks_url(), json!({"timeout": "500ms", "min_refresh_interval": "100ms"}));
+    let env = Env::start("503-recovers", json!({"main": {"jwt": policy}}), "", "").await;
+    let token = bearer(&r1.sign(Some("r1"), &claims("u-1")));
+    assert_unavailable(&env.https("/api/x", &[("authorization", &token)]).await, "still failing");
+    failing.set_mode(Mode::Normal);
+    let (env_ref, auth) = (&env, token.as_str());
+    let reply = until_status(Duration::from_secs(10), 200, || async move {
+        env_ref.https("/api/x", &[("authorization", auth)]).await
+    })
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 // ------------------------------------------------------------------------------------------------------------
