@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod auth_jwt;
 mod config;
 mod edge;
 mod forwarding;
