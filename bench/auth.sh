@@ -3,6 +3,8 @@
 #
 #   bench/auth.sh                      3 interleaved rounds of 8 s per route
 #   ROUNDS=5 DURATION=10 bench/auth.sh
+#   MODE=callgrind bench/auth.sh       instructions per request of each route, counted by valgrind (repeatable on
+#                                      a noisy machine; the same binary and requests under callgrind)
 #
 # One Turnpike process (one worker thread, pinned to core 0, no access log) with five routes to the same backend:
 #   /plain          no authentication (the plain-proxy figure)
@@ -80,12 +82,17 @@ cp "$TMP/turnpike.yaml" "$OUT/turnpike.yaml"
 
 taskset -c "$LOAD_CPU" "$BACKEND_BIN" >"$OUT/backend.out" 2>&1 &
 PIDS+=($!)
-taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$TMP/turnpike.yaml" --no-control-socket \
-    >"$OUT/turnpike.out" 2>&1 &
+if [[ ${MODE:-wrk} == callgrind ]]; then
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" \
+        "$HERE/../target/release/turnpike" run -c "$TMP/turnpike.yaml" --no-control-socket >"$OUT/turnpike.out" 2>&1 &
+else
+    taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$TMP/turnpike.yaml" --no-control-socket \
+        >"$OUT/turnpike.out" 2>&1 &
+fi
 TPID=$!
 PIDS+=($TPID)
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/plain" && break
+for _ in $(seq 1 300); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/plain" && break
     sleep 0.1
 done
 
@@ -105,6 +112,25 @@ run_wrk() { # <route> <seconds> <out>
         || log "wrk exited non-zero ($1)"
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
+
+if [[ ${MODE:-wrk} == callgrind ]]; then
+    printf '%-14s %14s %10s %14s\n' route instructions requests "instr/request" | tee "$OUT/summary.txt"
+    for r in "${ROUTES[@]}"; do
+        run_wrk "$r" 2 /dev/null
+        callgrind_control -z "$TPID" >/dev/null
+        run_wrk "$r" "${DURATION}" "$OUT/wrk-$r.txt"
+        callgrind_control -d "$r" "$TPID" >/dev/null
+        sleep 1
+        requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-$r.txt")
+        dump=$(ls -t "$OUT"/callgrind.* | head -1)
+        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+        cp "$dump" "$OUT/route-$r.callgrind"
+        printf '%-14s %14s %10s %14.0f\n' "$r" "$total" "$requests" "$(echo "$total / $requests" | bc -l)" \
+            | tee -a "$OUT/summary.txt"
+    done
+    log "raw results in $OUT"
+    exit 0
+fi
 
 RESULTS="$OUT/results.tsv"
 printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"

@@ -2,7 +2,7 @@
 //! listener verified.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue};
 
@@ -79,6 +79,33 @@ pub struct Identity {
     pub client_cert: Option<Arc<ClientCert>>,
     /// Extra headers for the upstream, computed by the method (configured claim-to-header mappings).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every identity header for the upstream, computed once for a shared (cached) identity: the id of the
+    /// header-name settings they were computed for, and the headers. Filled by the identity-header policy; a
+    /// clone starts without one.
+    pub upstream_headers: UpstreamHeaders,
+}
+
+/// The memo of an identity's upstream headers; cloning an identity does not clone it (a clone is about to be
+/// changed).
+#[derive(Debug, Default)]
+pub struct UpstreamHeaders(OnceLock<(u64, Arc<[(HeaderName, HeaderValue)]>)>);
+
+impl Clone for UpstreamHeaders {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl UpstreamHeaders {
+    /// The headers computed for the settings `id`, computing them with `make` the first time.
+    pub fn get_or_init(
+        &self,
+        id: u64,
+        make: impl Fn() -> Vec<(HeaderName, HeaderValue)>,
+    ) -> Arc<[(HeaderName, HeaderValue)]> {
+        let (memo_id, headers) = self.0.get_or_init(|| (id, make().into()));
+        if *memo_id == id { headers.clone() } else { make().into() }
+    }
 }
 
 impl Identity {
@@ -94,6 +121,7 @@ impl Identity {
             claims: None,
             client_cert: None,
             headers: Vec::new(),
+            upstream_headers: UpstreamHeaders::default(),
         }
     }
 

@@ -15,6 +15,6 @@ pub use body::{Body, BodyError, BoxError};
 pub use cx::{Cx, Peer, Scheme};
 pub use error::{ErrorSide, ForbiddenKind, GatewayError};
 pub use flow::Flow;
-pub use identity::{ClientCert, Consumer, Identity, IdentitySource};
+pub use identity::{ClientCert, Consumer, Identity, IdentitySource, UpstreamHeaders};
 pub use registry::Registry;
 pub use request_id::RequestId;

@@ -11,7 +11,8 @@
 //! - Without a credential, the request is refused (401) unless the route says `anonymous: true`; a presented
 //!   credential is verified even then, so a bad token never passes as anonymous.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderValue;
 use turnpike_core::{ClientCert, Identity};
@@ -172,6 +173,23 @@ pub struct AuthChain {
     anonymous: bool,
     challenge: HeaderValue,
     invalid_challenge: HeaderValue,
+    /// `require: all`: merged identities by the identities they were merged from (a returning token and key give
+    /// the same shared identities, so their merge is reused, memoized upstream headers included).
+    merged: Mutex<HashMap<MergeKey, Merged>>,
+}
+
+/// The addresses of the identities merged, in policy order (unused slots 0).
+type MergeKey = [usize; MAX_MERGED];
+/// The most policies whose merge is memoized.
+const MAX_MERGED: usize = 4;
+/// The most merged identities kept per route; the memo starts over when full.
+const MAX_MERGE_MEMO: usize = 4096;
+
+#[derive(Debug)]
+struct Merged {
+    /// The identities merged: held so their addresses cannot be reused while the entry lives.
+    _from: Vec<Arc<Identity>>,
+    identity: Arc<Identity>,
 }
 
 impl AuthChain {
@@ -196,7 +214,14 @@ impl AuthChain {
                 .join(", ");
             HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("Bearer realm=\"turnpike\""))
         };
-        Self { policies, require, anonymous, challenge: header(false), invalid_challenge: header(true) }
+        Self {
+            policies,
+            require,
+            anonymous,
+            challenge: header(false),
+            invalid_challenge: header(true),
+            merged: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The `WWW-Authenticate` value of a 401: every scheme the route accepts.
@@ -258,17 +283,46 @@ impl AuthChain {
                 if present.len() < self.policies.len() {
                     return Err(AuthError::Missing);
                 }
-                let mut merged: Option<Identity> = None;
+                let mut identities = Vec::with_capacity(present.len());
                 for (i, credential) in &present {
-                    let identity = self.policies[*i].method.verify(credential).await?;
-                    merged = Some(match merged {
-                        None => (*identity).clone(),
-                        Some(base) => merge(base, &identity),
-                    });
+                    identities.push(self.policies[*i].method.verify(credential).await?);
                 }
-                Ok(Authenticated { identity: merged.map(Arc::new), used: present })
+                Ok(Authenticated { identity: Some(self.merge_all(identities)), used: present })
             }
         }
+    }
+
+    /// One identity from several, memoized by the identities' addresses.
+    fn merge_all(&self, identities: Vec<Arc<Identity>>) -> Arc<Identity> {
+        if let [only] = identities.as_slice() {
+            return only.clone();
+        }
+        let key = (identities.len() <= MAX_MERGED).then(|| {
+            let mut key = [0usize; MAX_MERGED];
+            for (slot, id) in key.iter_mut().zip(&identities) {
+                *slot = Arc::as_ptr(id) as usize;
+            }
+            key
+        });
+        let lock = || self.merged.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = &key
+            && let Some(found) = lock().get(key)
+        {
+            return found.identity.clone();
+        }
+        let mut merged = (*identities[0]).clone();
+        for other in &identities[1..] {
+            merged = merge(merged, other);
+        }
+        let merged = Arc::new(merged);
+        if let Some(key) = key {
+            let mut memo = lock();
+            if memo.len() >= MAX_MERGE_MEMO {
+                memo.clear();
+            }
+            memo.insert(key, Merged { _from: identities, identity: merged.clone() });
+        }
+        merged
     }
 
     /// Removes the credentials of an authenticated request before it is forwarded (each policy's

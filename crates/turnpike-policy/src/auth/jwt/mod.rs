@@ -181,10 +181,8 @@ impl JwtAuth {
         if token.len() > self.max_token_size {
             return Err(AuthFailure::Invalid("token too large"));
         }
-        let cache_key = (self.cache_max_entries > 0).then(|| self.cache_key(token));
-        if let Some(key) = &cache_key
-            && let Some(identity) = self.state.cache.get(key, Instant::now())
-        {
+        let cached = self.cache_max_entries > 0;
+        if cached && let Some(identity) = self.state.cache.get(token, &self.salt, Instant::now()) {
             return Ok(identity);
         }
         let parts = inspect(token).map_err(AuthFailure::Invalid)?;
@@ -203,7 +201,7 @@ impl JwtAuth {
         let now = unix_now();
         let exp = self.rules.check(&parts.claims, now).map_err(AuthFailure::Invalid)?;
         let identity = Arc::new(self.claims.identity(IdentitySource::Jwt, parts.claims));
-        if let Some(key) = cache_key {
+        if cached {
             let ttl = match exp {
                 Some(exp) => Duration::try_from_secs_f64(exp - now).unwrap_or(Duration::ZERO).min(self.cache_max_ttl),
                 None => self.cache_max_ttl,
@@ -212,7 +210,7 @@ impl JwtAuth {
             if !ttl.is_zero()
                 && let Some(expires) = at.checked_add(ttl)
             {
-                self.state.cache.insert(key, identity.clone(), expires, self.cache_max_entries, at);
+                self.state.cache.insert(token, self.salt, identity.clone(), expires, self.cache_max_entries, at);
             }
         }
         Ok(identity)
@@ -271,15 +269,6 @@ impl JwtAuth {
     fn check_signature(&self, key: &VerifyKey, alg: JwtAlgorithm, parts: &TokenParts<'_>) -> bool {
         self.state.count_signature_check();
         signature_valid(key, alg, parts)
-    }
-
-    fn cache_key(&self, token: &str) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(&self.salt);
-        ctx.update(token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        key
     }
 }
 
