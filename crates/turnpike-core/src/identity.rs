@@ -88,7 +88,10 @@ pub struct Identity {
 /// The memo of an identity's upstream headers; cloning an identity does not clone it (a clone is about to be
 /// changed).
 #[derive(Debug, Default)]
-pub struct UpstreamHeaders(OnceLock<(u64, Arc<[(HeaderName, HeaderValue)]>)>);
+pub struct UpstreamHeaders(OnceLock<(u64, HeaderList)>);
+
+/// Headers for the upstream, shared.
+pub type HeaderList = Arc<[(HeaderName, HeaderValue)]>;
 
 impl Clone for UpstreamHeaders {
     fn clone(&self) -> Self {
@@ -102,7 +105,7 @@ impl UpstreamHeaders {
         &self,
         id: u64,
         make: impl Fn() -> Vec<(HeaderName, HeaderValue)>,
-    ) -> Arc<[(HeaderName, HeaderValue)]> {
+    ) -> HeaderList {
         let (memo_id, headers) = self.0.get_or_init(|| (id, make().into()));
         if *memo_id == id { headers.clone() } else { make().into() }
     }
