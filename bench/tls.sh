@@ -104,11 +104,13 @@ cp "$RUN/nginx.conf" "$RUN/turnpike.yaml" "$OUT/"
 
 taskset -c "$LOAD_CPU" "$BACKEND_BIN" >"$OUT/backend.out" 2>&1 &
 PIDS+=($!)
+declare -A PID
 taskset -c "$PROXY_CPU" nginx -p "$RUN" -c "$RUN/nginx.conf" >"$OUT/nginx.out" 2>&1 &
-PIDS+=($!)
+PID[nginx]=$!
 taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$RUN/turnpike.yaml" --no-control-socket \
     >"$OUT/turnpike.out" 2>&1 &
-PIDS+=($!)
+PID[turnpike]=$!
+PIDS+=("${PID[nginx]}" "${PID[turnpike]}")
 for t in nginx turnpike; do
     for _ in $(seq 1 100); do
         curl -sk -o /dev/null "https://127.0.0.1:${PORT[$t]}/" && break
@@ -119,16 +121,25 @@ for t in nginx turnpike; do
 done
 
 tls_flag=$([[ $TLS == 1.2 ]] && echo "-tls1_2" || echo "-tls1_3")
-s_time() { # <port> <-new|-reuse> <out>: CLIENTS parallel clients for DURATION s; prints connections/s
-    local i
+s_time() { # <port> <-new|-reuse> <out>: CLIENTS parallel clients for DURATION s; prints connections/s (wall clock)
+    local i start end
+    start=$(date +%s.%N)
     for i in $(seq 1 "$CLIENTS"); do
         timeout $((DURATION + 15)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$1" "$2" "$tls_flag" \
             -time "$DURATION" -www / >"$3.$i" 2>&1 &
     done
     wait
+    end=$(date +%s.%N)
     cat "$3".* >"$3"
     rm -f "$3".*
-    awk '/connections in [0-9.]+s;/ {n += $1; t = $4} END {sub("s;", "", t); if (t > 0) printf "%.0f", n / t; else print 0}' "$3"
+    awk -v secs="$(echo "$end - $start" | bc -l)" '/connections in [0-9]+ real seconds/ {n += $1} END {printf "%.0f", n / secs}' "$3"
+}
+proxy_ticks() { # <pid>: CPU ticks of the process and its children (nginx's worker)
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
 }
 https_wrk() { # <port> <out>
     timeout $((DURATION + 15)) taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" "https://127.0.0.1:$1/" >"$2" 2>&1 || true
@@ -136,14 +147,20 @@ https_wrk() { # <port> <out>
 }
 
 RESULTS="$OUT/results.tsv"
-printf 'round\ttarget\thandshakes_per_s\tresumed_per_s\tkeepalive_rps\n' >"$RESULTS"
+printf 'round\ttarget\thandshakes_per_s\tresumed_per_s\tkeepalive_rps\tnew_proxy_cpu\treuse_proxy_cpu\n' >"$RESULTS"
+hz=$(getconf CLK_TCK)
 for round in $(seq 1 "$ROUNDS"); do
     for t in nginx turnpike; do
+        t0=$(proxy_ticks "${PID[$t]}")
         new=$(s_time "${PORT[$t]}" -new "$OUT/new-$round-$t.txt")
+        t1=$(proxy_ticks "${PID[$t]}")
         reuse=$(s_time "${PORT[$t]}" -reuse "$OUT/reuse-$round-$t.txt")
+        t2=$(proxy_ticks "${PID[$t]}")
         ka=$(https_wrk "${PORT[$t]}" "$OUT/wrk-$round-$t.txt")
-        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$new" "$reuse" "$ka" >>"$RESULTS"
-        log "round $round $t: $new handshakes/s, $reuse resumed/s, $ka req/s keep-alive"
+        new_cpu=$(echo "($t1 - $t0) / $hz / ($DURATION + 1)" | bc -l)
+        reuse_cpu=$(echo "($t2 - $t1) / $hz / ($DURATION + 1)" | bc -l)
+        printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\n' "$round" "$t" "$new" "$reuse" "$ka" "$new_cpu" "$reuse_cpu" >>"$RESULTS"
+        log "round $round $t: $new handshakes/s (proxy core ${new_cpu} busy), $reuse resumed/s (${reuse_cpu}), $ka req/s keep-alive"
     done
 done
 
@@ -153,7 +170,7 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
 cols = ["handshakes/s", "resumed/s", "keep-alive req/s"]
 by = {}
 for rnd, target, *vals in rows:
-    by.setdefault(target, {})[rnd] = [float(v or 0) for v in vals]
+    by.setdefault(target, {})[rnd] = [float(v or 0) for v in vals[:3]]
 print(f"certificate {sys.argv[2]}, TLS {sys.argv[3]}")
 print(f"{'metric':<18}{'nginx':>10}{'turnpike':>10}{'turnpike/nginx (paired median, range)':>40}")
 for i, name in enumerate(cols):
@@ -162,5 +179,15 @@ for i, name in enumerate(cols):
     ratios = sorted(by["turnpike"][r][i] / by["nginx"][r][i] for r in by["nginx"] if by["nginx"][r][i] > 0)
     span = f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}..{ratios[-1]:.3f})" if ratios else "n/a"
     print(f"{name:<18}{n:>10.0f}{t:>10.0f}{span:>40}")
+# The client (one core of s_time processes) may be the limit: per second of proxy CPU shows the proxies' own cost.
+cpu = {}
+for rnd, target, *vals in rows:
+    new, reuse, _, new_cpu, reuse_cpu = (float(v or 0) for v in vals)
+    cpu.setdefault(target, {})[rnd] = (new / new_cpu if new_cpu else 0, reuse / reuse_cpu if reuse_cpu else 0)
+for i, name in enumerate(["handshakes/cpu-s", "resumed/cpu-s"]):
+    n = statistics.median(v[i] for v in cpu["nginx"].values())
+    t = statistics.median(v[i] for v in cpu["turnpike"].values())
+    ratios = sorted(cpu["turnpike"][r][i] / cpu["nginx"][r][i] for r in cpu["nginx"] if cpu["nginx"][r][i] > 0)
+    print(f"{name:<18}{n:>10.0f}{t:>10.0f}{f'{statistics.median(ratios):.3f} ({ratios[0]:.3f}..{ratios[-1]:.3f})':>40}")
 PY
 log "raw results in $OUT"

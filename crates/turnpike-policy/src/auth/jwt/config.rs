@@ -298,7 +298,8 @@ impl Default for JwksConfig {
     }
 }
 
-/// The verified-token cache.
+/// The verified-token cache. It holds verified tokens in memory (found by a keyed hash, compared whole) until
+/// they expire or are evicted.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenCacheConfig {

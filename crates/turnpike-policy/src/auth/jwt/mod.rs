@@ -4,7 +4,8 @@
 //! The order of checks is the security argument, cheapest and most decisive first:
 //!
 //! 1. size: a token longer than `max_token_size` is refused before anything is parsed;
-//! 2. cache: a token verified before (SHA-256 of settings and token) answers with its identity, until its `exp`;
+//! 2. cache: a token verified before under the same settings (found by a keyed hash of its signature, then
+//!    compared whole) answers with its identity, until its `exp`;
 //! 3. shape ([`inspect`]): three base64url parts, a JSON header with a string `alg` given once, a JSON object
 //!    payload;
 //! 4. algorithm: listed in `algorithms` (never `none`), no `crit` header;
