@@ -101,11 +101,7 @@ impl Clone for UpstreamHeaders {
 
 impl UpstreamHeaders {
     /// The headers computed for the settings `id`, computing them with `make` the first time.
-    pub fn get_or_init(
-        &self,
-        id: u64,
-        make: impl Fn() -> Vec<(HeaderName, HeaderValue)>,
-    ) -> HeaderList {
+    pub fn get_or_init(&self, id: u64, make: impl Fn() -> Vec<(HeaderName, HeaderValue)>) -> HeaderList {
         let (memo_id, headers) = self.0.get_or_init(|| (id, make().into()));
         if *memo_id == id { headers.clone() } else { make().into() }
     }

@@ -117,6 +117,19 @@ pub fn server_config(cert: &TestCert, alpn: &[&[u8]]) -> Arc<rustls::ServerConfi
     Arc::new(config)
 }
 
+/// A server config that requires client certificates signed by `client_ca` (an upstream doing mutual TLS).
+pub fn server_config_mtls(cert: &TestCert, client_ca: &TestCa, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(client_ca.cert_pem.as_bytes()).expect("CA PEM")).expect("CA root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().expect("client verifier");
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.cert_der()], cert.key_der())
+        .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
 /// What a TLS request learned about the connection.
 #[derive(Debug)]
 pub struct TlsReply {

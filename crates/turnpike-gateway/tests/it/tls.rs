@@ -206,6 +206,46 @@ async fn upstreams_are_reached_over_verified_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_requiring_client_certificates_get_the_configured_one() {
+    let dir = Dir::new("upstream-mtls");
+    let ca = TestCa::new("Internal CA");
+    std::fs::write(dir.0.join("internal-ca.pem"), &ca.cert_pem).unwrap();
+    let server = ca.server(&["orders.internal"]);
+    let gateway_cert = ca.client("turnpike-gateway");
+    let (cert, key) = gateway_cert.write(&dir.0, "gateway");
+    let stranger = TestCa::new("Stranger CA").client("turnpike-gateway");
+    let (bad_cert, bad_key) = stranger.write(&dir.0, "stranger");
+    let upstream = MockUpstream::start_tls(
+        |_| MockReply::text(200, "mutually authenticated"),
+        tls::server_config_mtls(&server, &ca, &[b"http/1.1"]),
+    )
+    .await;
+    let tls_with = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "{{ ca: {}, server_name: orders.internal, client_certificate: {{ cert: {}, key: {} }} }}",
+            dir.path("internal-ca.pem"),
+            cert.display(),
+            key.display()
+        )
+    };
+
+    let gw = TestGateway::start(&upstream_config(upstream.addr(), &tls_with(&cert, &key))).await;
+    let reply = turnpike_test::Client::h1().get(&gw.url("/x")).await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "mutually authenticated"));
+
+    let without = format!("{{ ca: {}, server_name: orders.internal }}", dir.path("internal-ca.pem"));
+    let gw = TestGateway::start(&upstream_config(upstream.addr(), &without)).await;
+    assert_eq!(turnpike_test::Client::h1().get(&gw.url("/x")).await.status, 502, "no client certificate");
+
+    let gw = TestGateway::start(&upstream_config(upstream.addr(), &tls_with(&bad_cert, &bad_key))).await;
+    assert_eq!(
+        turnpike_test::Client::h1().get(&gw.url("/x")).await.status,
+        502,
+        "a certificate the upstream distrusts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_config_errors_name_the_field() {
     let dir = Dir::new("errors");
     let source = turnpike_gateway::ConfigSource::text(
