@@ -76,9 +76,8 @@ impl SecurityHeaders {
             headers.remove(name);
         }
         for (name, value) in &self.add {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+            // One lookup: an upstream's own value is kept.
+            headers.entry(name).or_insert_with(|| value.clone());
         }
     }
 }
