@@ -18,6 +18,38 @@ pub mod identity_headers;
 pub mod ip_filter;
 pub mod validate;
 
+/// A secret in the configuration (an HMAC secret, a plaintext API key, a client secret), never shown: `Debug`
+/// prints `<redacted>`, serializing writes `<redacted>`, and there is no `Display`, so it cannot reach a log line,
+/// an error message or a config dump. Write it as `${env:NAME}` or `${file:PATH}` rather than literally.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that needs it (hashing it, signing with it, sending it to the
+    /// identity provider).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
 /// A configuration problem found while compiling a policy: `path` is relative to the policy's own config
 /// (`jwks_url`, `keys[1].pem`), the gateway prefixes it with where the policy sits in the document.
 #[derive(Debug, Clone, PartialEq, Eq)]

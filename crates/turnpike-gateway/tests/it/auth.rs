@@ -5,8 +5,8 @@
 //! The introspection endpoint and the OPA decision server are mock servers on 127.0.0.1:0 whose behaviour the test
 //! switches through a shared mode and whose calls it counts.
 
+use crate::support::Dir;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,27 +23,6 @@ use turnpike_test::{Client, MockReply, MockUpstream, Recorded, Reply, TestGatewa
 // Helpers
 
 const JWT_SECRET: &str = "an-hs256-secret-for-the-auth-tests-0123456789";
-
-/// A scratch directory removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("turnpike-auth-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self, file: &str) -> String {
-        self.0.join(file).display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A plain-HTTP gateway config: `sections` are top-level blocks (auth_policies, consumers), `routes` route items.
 fn config(upstream: SocketAddr, sections: &str, routes: &str) -> String {
@@ -242,7 +221,7 @@ async fn a_key_removed_by_a_reload_is_refused_from_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_removed_from_a_consumer_file_is_refused_after_a_reload() {
-    let dir = Dir::new("consumer-file");
+    let dir = Dir::new("auth-consumer-file");
     let file = dir.path("consumers.yaml");
     let write = |keys: &[&str]| {
         let keys = keys.iter().map(|k| format!("{{ key: {k} }}")).collect::<Vec<_>>().join(", ");

@@ -6,9 +6,9 @@
 //! token reaches the JWT policy, which refuses it (401) before parsing it; the `plain` listener keeps the 32KiB
 //! default, where the same request is refused earlier with 431.
 
+use crate::support::Dir;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -282,23 +282,6 @@ async fn answer(shared: &IdpShared, addr: SocketAddr, path: &str) -> http::Respo
 
 // ------------------------------------------------------------------------------------------------------------
 // the gateway
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("turnpike-jwt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A gateway with a TLS listener `public` (max_header_size 256KiB) and a plain listener `plain` (defaults), an
 /// echo upstream, the auth policies `policies` (a JSON object of id to policy) and these routes:
@@ -1039,7 +1022,7 @@ async fn jwks_over_https_is_verified_against_the_configured_ca() {
     let idp_cert = idp_ca.server(&["127.0.0.1"]);
     let idp = Idp::start_tls(jwks(&[(&e1, "e1")]), tls::server_config(&idp_cert, &[b"http/1.1"])).await;
     let url = format!("https://{}/jwks.json", idp.addr);
-    let dir = Dir::new("idp-ca");
+    let dir = Dir::new("jwt-idp-ca");
     let ca_file = dir.0.join("idp-ca.pem");
     std::fs::write(&ca_file, &idp_ca.cert_pem).unwrap();
     let token = bearer(&e1.sign(Some("e1"), &claims("tls-user")));

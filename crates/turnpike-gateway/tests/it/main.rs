@@ -12,4 +12,5 @@ mod limits;
 mod reload;
 mod routing;
 mod smoke;
+mod support;
 mod tls;

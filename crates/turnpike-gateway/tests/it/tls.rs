@@ -1,32 +1,12 @@
 //! TLS through the gateway: HTTPS listeners (ALPN, SNI, HSTS), client certificates, certificate reload without
 //! dropping connections, and TLS to upstreams.
 
-use std::path::PathBuf;
+use crate::support::Dir;
 
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use turnpike_test::tls::{self, TestCa, TestCert};
 use turnpike_test::{MockReply, MockUpstream, TestGateway};
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("turnpike-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self, file: &str) -> String {
-        self.0.join(file).display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn https_config(dir: &Dir, upstream: std::net::SocketAddr, tls_extra: &str) -> String {
     format!(
@@ -65,7 +45,7 @@ fn pki(dir: &Dir) -> (TestCa, TestCert, TestCert) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listener_speaks_http2_and_http1_by_alpn_with_hsts() {
-    let dir = Dir::new("alpn");
+    let dir = Dir::new("tls-alpn");
     let (ca, a, _) = pki(&dir);
     let upstream = MockUpstream::echo().await;
     let gw = TestGateway::start(&https_config(&dir, upstream.addr(), "")).await;
@@ -92,7 +72,7 @@ async fn https_listener_speaks_http2_and_http1_by_alpn_with_hsts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_certificate_and_unknown_names_get_the_default() {
-    let dir = Dir::new("sni");
+    let dir = Dir::new("tls-sni");
     let (ca, a, b) = pki(&dir);
     let upstream = MockUpstream::echo().await;
     let gw = TestGateway::start(&https_config(&dir, upstream.addr(), "")).await;
@@ -106,7 +86,7 @@ async fn sni_picks_the_certificate_and_unknown_names_get_the_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificates_are_verified() {
-    let dir = Dir::new("mtls");
+    let dir = Dir::new("tls-mtls");
     let (ca, _, _) = pki(&dir);
     let clients = TestCa::new("Clients CA");
     std::fs::write(dir.0.join("clients.pem"), &clients.cert_pem).unwrap();
@@ -128,7 +108,7 @@ async fn required_client_certificates_are_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_new_certificates_without_dropping_open_connections() {
-    let dir = Dir::new("reload");
+    let dir = Dir::new("tls-reload");
     let (ca, a, _) = pki(&dir);
     let upstream = MockUpstream::echo().await;
     let config = https_config(&dir, upstream.addr(), "");
@@ -178,7 +158,7 @@ routes: [{{ id: api, upstream: secure }}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_are_reached_over_verified_tls() {
-    let dir = Dir::new("upstream");
+    let dir = Dir::new("tls-upstream");
     let ca = TestCa::new("Internal CA");
     std::fs::write(dir.0.join("internal-ca.pem"), &ca.cert_pem).unwrap();
     let other = TestCa::new("Other CA");
@@ -207,7 +187,7 @@ async fn upstreams_are_reached_over_verified_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_requiring_client_certificates_get_the_configured_one() {
-    let dir = Dir::new("upstream-mtls");
+    let dir = Dir::new("tls-upstream-mtls");
     let ca = TestCa::new("Internal CA");
     std::fs::write(dir.0.join("internal-ca.pem"), &ca.cert_pem).unwrap();
     let server = ca.server(&["orders.internal"]);
@@ -247,7 +227,7 @@ async fn upstreams_requiring_client_certificates_get_the_configured_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_config_errors_name_the_field() {
-    let dir = Dir::new("errors");
+    let dir = Dir::new("tls-errors");
     let source = turnpike_gateway::ConfigSource::text(
         "test.yaml",
         format!(

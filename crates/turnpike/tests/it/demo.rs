@@ -76,6 +76,7 @@ async fn demo_serves_its_documented_urls() {
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.header("content-type"), Some("application/problem+json"));
     assert!(anonymous.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+    drop(client);
     gw.signal("TERM");
-    assert_eq!(gw.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(gw.wait(Duration::from_secs(20)), Some(0), "no clean exit after SIGTERM:\n{}", gw.output());
 }

@@ -106,6 +106,23 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// The address a listener configured with port 0 was bound to, from the gateway's `listening` log line (JSON log
+/// format), waiting up to `limit`. Unlike picking a free port first, nothing else can take the port in between.
+pub async fn bound_addr(gw: &Gateway, limit: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        for line in gw.output().lines().filter(|l| l.contains("\"listening\"")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(bound) = v["fields"]["bound"].as_str().or(v["bound"].as_str())
+            {
+                return Some(bound.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// Waits until `addr` accepts connections, up to `limit`.
 pub async fn wait_listening(addr: &str, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;

@@ -11,7 +11,7 @@ use serde_json::json;
 use turnpike_test::client::{Body, empty};
 use turnpike_test::{Client, MockReply, MockUpstream, Recorded};
 
-use crate::process::{Gateway, TempDir, free_port, wait_listening};
+use crate::process::{Gateway, TempDir, bound_addr, wait_listening};
 
 const JWT_SECRET: &str = "jwt-hs256-secret-never-logged-0123456789";
 const API_KEY: &str = "plain-api-key-never-logged-4242";
@@ -98,8 +98,7 @@ async fn secrets_and_presented_credentials_never_reach_logs_or_error_bodies() {
     })
     .await;
     let dir = TempDir::new("secrets");
-    let port = free_port();
-    let file = dir.write("gateway.yaml", &gateway_config(port, upstream.addr(), idp.addr()));
+    let file = dir.write("gateway.yaml", &gateway_config(0, upstream.addr(), idp.addr()));
     let stdout = dir.path().join("stdout.log");
     let stderr = dir.path().join("stderr.log");
     let child = Command::new(crate::process::bin())
@@ -110,7 +109,8 @@ async fn secrets_and_presented_credentials_never_reach_logs_or_error_bodies() {
         .spawn()
         .expect("spawn turnpike");
     let mut gw = Gateway { child, stdout: stdout.clone() };
-    let addr = format!("127.0.0.1:{port}");
+    let addr = bound_addr(&gw, Duration::from_secs(10)).await;
+    let addr = addr.unwrap_or_else(|| panic!("gateway did not start: {}", gw.output()));
     assert!(wait_listening(&addr, Duration::from_secs(10)).await, "gateway did not start: {}", gw.output());
     let url = |path: &str| format!("http://{addr}{path}");
 
@@ -164,8 +164,15 @@ async fn secrets_and_presented_credentials_never_reach_logs_or_error_bodies() {
     })
     .await;
     assert!(logged, "access log incomplete: {}", gw.output());
+    drop(client);
     gw.signal("TERM");
-    assert_eq!(gw.wait(Duration::from_secs(10)), Some(0));
+    let status = gw.wait(Duration::from_secs(20));
+    assert_eq!(
+        status,
+        Some(0),
+        "no clean exit after SIGTERM: {}",
+        gw.output().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
     let out = std::fs::read_to_string(&stdout).unwrap();
     let err = std::fs::read_to_string(&stderr).unwrap();
     let output = format!("{out}\n{err}");

@@ -1,41 +1,11 @@
 //! The user-facing configuration of API keys: consumers with their keys, and how a route reads the key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-/// A secret (a plaintext API key, a client secret), never logged or shown. Write it as `${env:NAME}` or
-/// `${file:PATH}` rather than literally.
-// `Debug` prints `<redacted>`, serializing writes `<redacted>`, and there is no `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself, for the one place that needs it (hashing it, sending it to the identity provider).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
-}
+pub use crate::Secret;
 
 /// A known API client: who it is, its plan and roles, and the API keys it authenticates with. It becomes the
 /// identity of the requests it makes (`X-Consumer-Id`), which rate limits key on.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use turnpike_config::{ByteSize, Duration};
 
 use crate::auth::claims::ClaimsConfig;
@@ -123,35 +123,8 @@ impl fmt::Display for JwtAlgorithm {
     }
 }
 
-/// A string that is never shown: `Debug` prints `<redacted>` and serializing writes `<redacted>`, so a secret
-/// cannot reach a log line, an error message or a config dump.
-#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(transparent)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// Wraps `secret`.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself, for the code that uses it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for SecretString {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
-}
+/// A secret string (the JWT policy's name for [`crate::Secret`]).
+pub type SecretString = crate::Secret;
 
 /// JSON Web Token authentication: where the token is read from, which keys verify it, and which claims it must
 /// carry. Give exactly one key source: `secret`, `keys`, `jwks_url` or `discovery`.
