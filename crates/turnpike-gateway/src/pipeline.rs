@@ -168,7 +168,9 @@ async fn route_and_dispatch(
                 headers: &parts.headers,
                 client_cert: conn.peer.client_cert.as_ref(),
             };
-            match chain.authenticate(&input).await {
+            // Boxed: the authentication future (key fetches, introspection calls) is large, and unboxed it would make
+            // every request's future larger, and moved, on routes without authentication too.
+            match Box::pin(chain.authenticate(&input)).await {
                 Ok(authenticated) => {
                     cx.identity = authenticated.identity.clone();
                     Some((chain, authenticated))
@@ -194,7 +196,7 @@ async fn route_and_dispatch(
             client_ip: cx.client_ip,
             route: &route.id,
         };
-        authorizer.authorize(&input).await.map_err(|failure| match failure {
+        Box::pin(authorizer.authorize(&input)).await.map_err(|failure| match failure {
             AuthzFailure::Unauthenticated => GatewayError::Unauthenticated {
                 challenge: route.auth.as_ref().map_or(HeaderValue::from_static("Bearer"), |c| c.challenge().clone()),
                 missing: true,
@@ -242,7 +244,7 @@ async fn route_and_dispatch(
     let body = match &route.validate {
         Some(validator) => {
             let limit = validator.max_size().min(route.max_body_size);
-            let bytes = read_body(body, limit, conn).await?;
+            let bytes = Box::pin(read_body(body, limit, conn)).await?;
             validator.check(parts.headers.get(CONTENT_TYPE), &bytes).map_err(|rejection| match rejection {
                 BodyRejection::MediaType => GatewayError::UnsupportedMediaType { expected: "application/json" },
                 BodyRejection::InvalidJson(reason) => {
