@@ -10,6 +10,7 @@ pub mod flow;
 pub mod identity;
 pub mod registry;
 pub mod request_id;
+pub mod time;
 
 pub use body::{Body, BodyError, BoxError};
 pub use cx::{Cx, Peer, Scheme};

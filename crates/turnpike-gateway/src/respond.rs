@@ -65,21 +65,20 @@ mod tests {
     use std::sync::Arc;
     use turnpike_core::{Peer, RequestId, Scheme};
 
-    #[test]
-    fn problem_has_every_rfc9457_member_and_the_request_id() {
+    /// A request context for a GET of `target` from a plain-HTTP listener.
+    fn cx(target: &str) -> Cx {
         let peer = Arc::new(Peer::new(
             "127.0.0.1:5000".parse().unwrap(),
             "127.0.0.1:8080".parse().unwrap(),
             Arc::from("public"),
             Scheme::Http,
         ));
-        let cx = Cx::new(
-            RequestId::generate(),
-            peer,
-            http::Method::GET,
-            "/nope?token=secret".parse().unwrap(),
-            tokio::time::Instant::now(),
-        );
+        Cx::new(RequestId::generate(), peer, http::Method::GET, target.parse().unwrap(), tokio::time::Instant::now())
+    }
+
+    #[test]
+    fn problem_has_every_rfc9457_member_and_the_request_id() {
+        let cx = cx("/nope?token=secret");
         let resp = problem(&cx, &GatewayError::NoRoute, &HeaderName::from_static("x-request-id"));
         assert_eq!(resp.status(), 404);
         assert_eq!(resp.headers()[CONTENT_TYPE], PROBLEM_JSON);
@@ -96,19 +95,7 @@ mod tests {
 
     #[test]
     fn unauthenticated_carries_the_challenge_and_schema_errors_their_pointers() {
-        let peer = Arc::new(Peer::new(
-            "127.0.0.1:5000".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
-            Arc::from("public"),
-            Scheme::Http,
-        ));
-        let cx = Cx::new(
-            RequestId::generate(),
-            peer,
-            http::Method::GET,
-            "/me".parse().unwrap(),
-            tokio::time::Instant::now(),
-        );
+        let cx = cx("/me");
         let id = HeaderName::from_static("x-request-id");
         let err = GatewayError::Unauthenticated {
             challenge: HeaderValue::from_static("Bearer realm=\"api\""),
