@@ -28,7 +28,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-8090}
 ROUTES=(plain jwt jwt-uncached key jwt-key)
-OUT=${OUT_DIR:-$HERE/results/auth-$(date +%Y%m%d-%H%M%S)}
+OUT=${RESULTS_DIR:-$HERE/results/auth-$(date +%Y%m%d-%H%M%S)}
 
 log() { printf '[auth.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2; }

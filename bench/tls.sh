@@ -23,7 +23,7 @@ TLS=${TLS:-1.3}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 declare -A PORT=([nginx]=8443 [turnpike]=8444)
-OUT=${OUT_DIR:-$HERE/results/tls-$(date +%Y%m%d-%H%M%S)}
+OUT=${RESULTS_DIR:-$HERE/results/tls-$(date +%Y%m%d-%H%M%S)}
 
 log() { printf '[tls.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 for tool in nginx wrk openssl; do command -v $tool >/dev/null || { log "$tool not found (apt-get install $tool)"; exit 2; }; done

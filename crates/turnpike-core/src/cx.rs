@@ -83,8 +83,10 @@ pub struct Cx {
     pub identity: Option<Arc<Identity>>,
     /// Upstream attempts made.
     pub attempts: u32,
-    /// Time from sending the request upstream to receiving the response head.
+    /// Time from sending the request upstream to receiving the response head (the last attempt's).
     pub upstream_duration: Option<Duration>,
+    /// Why retrying stopped before the attempts ran out (`budget_exhausted`, `deadline`, `not_replayable`).
+    pub retry_stopped: Option<&'static str>,
     /// The machine name of the error the gateway answered with, if any.
     pub error: Option<&'static str>,
 }
@@ -107,6 +109,7 @@ impl Cx {
             identity: None,
             attempts: 0,
             upstream_duration: None,
+            retry_stopped: None,
             error: None,
         }
     }

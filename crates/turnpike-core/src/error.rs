@@ -128,6 +128,20 @@ pub enum GatewayError {
         /// The upstream id.
         upstream: std::sync::Arc<str>,
     },
+    /// The upstream's circuit breaker is open: the request is refused without calling it.
+    #[error("upstream `{upstream}` is failing; its circuit breaker is open")]
+    CircuitOpen {
+        /// The upstream id.
+        upstream: std::sync::Arc<str>,
+        /// When the breaker lets requests through again (the `Retry-After`).
+        retry_after: Duration,
+    },
+    /// The upstream's concurrency limit and queue are full: the request is shed.
+    #[error("upstream `{upstream}` is at its concurrency limit")]
+    UpstreamOverloaded {
+        /// The upstream id.
+        upstream: std::sync::Arc<str>,
+    },
     /// Connecting to the upstream endpoint failed (refused, unreachable, reset during connect).
     #[error("could not connect to upstream `{upstream}`")]
     UpstreamConnect {
@@ -176,7 +190,10 @@ impl GatewayError {
             GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             // 499 is nginx's "client closed request"; the client will not read it, but the access log will.
             GatewayError::ClientAborted => client_closed_request(),
-            GatewayError::NoHealthyEndpoint { .. } | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoHealthyEndpoint { .. }
+            | GatewayError::CircuitOpen { .. }
+            | GatewayError::UpstreamOverloaded { .. }
+            | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamConnect { .. } | GatewayError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -202,6 +219,8 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType { .. } => ErrorSide::Client,
             GatewayError::AuthUnavailable { .. } => ErrorSide::Gateway,
             GatewayError::NoHealthyEndpoint { .. }
+            | GatewayError::CircuitOpen { .. }
+            | GatewayError::UpstreamOverloaded { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTimeout { .. }
             | GatewayError::BadGateway { .. } => ErrorSide::Upstream,
@@ -230,6 +249,8 @@ impl GatewayError {
             | GatewayError::AuthUnavailable { .. }
             | GatewayError::InvalidBody { .. }
             | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::CircuitOpen { .. }
+            | GatewayError::UpstreamOverloaded { .. }
             | GatewayError::ShuttingDown
             | GatewayError::Internal => false,
         }
@@ -256,6 +277,8 @@ impl GatewayError {
             GatewayError::ClientTimeout => "client-timeout",
             GatewayError::ClientAborted => "client-aborted",
             GatewayError::NoHealthyEndpoint { .. } => "no-healthy-endpoint",
+            GatewayError::CircuitOpen { .. } => "circuit-open",
+            GatewayError::UpstreamOverloaded { .. } => "upstream-overloaded",
             GatewayError::UpstreamConnect { .. } => "upstream-connect",
             GatewayError::UpstreamTimeout { .. } => "upstream-timeout",
             GatewayError::BadGateway { .. } => "bad-gateway",

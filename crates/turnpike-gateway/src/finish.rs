@@ -31,6 +31,7 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
         bytes_out,
         duration: cx.start.elapsed(),
         upstream_duration: cx.upstream_duration,
+        retry_stopped: cx.retry_stopped,
         error: cx.error,
         aborted,
     });

@@ -172,6 +172,7 @@ impl GatewayHandle {
             *set = listeners;
             set.commit(prepared, &gateway, &workers);
         }
+        apply_active_checks(&handle_snapshot(&gateway));
         let handle = Self { gateway };
         handle.spawn_background(watch_file);
         tracing::info!(generation = 1, "gateway started");
@@ -206,8 +207,10 @@ impl GatewayHandle {
             |snapshot| {
                 let mut listeners = lock(&gw.listeners);
                 let prepared = listeners.prepare(&snapshot.listeners)?;
-                gw.snapshot.store(Arc::new(snapshot));
+                let snapshot = Arc::new(snapshot);
+                gw.snapshot.store(snapshot.clone());
                 listeners.commit(prepared, gw, &lock(&gw.workers));
+                apply_active_checks(&snapshot);
                 Ok(generation)
             },
         );
@@ -329,4 +332,16 @@ async fn sweep_pools(gateway: std::sync::Weak<Gateway>) {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn handle_snapshot(gateway: &Gateway) -> Arc<Snapshot> {
+    gateway.snapshot.load_full()
+}
+
+/// Starts, retargets or stops the active health checks of every upstream of `snapshot`. Endpoints no snapshot
+/// lists any more stop theirs when their state is dropped.
+fn apply_active_checks(snapshot: &Snapshot) {
+    for upstream in snapshot.upstreams.values() {
+        upstream.apply_active_checks();
+    }
 }

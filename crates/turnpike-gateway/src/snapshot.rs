@@ -174,8 +174,11 @@ pub struct Route {
     pub rewrite: Option<CompiledRewrite>,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_size: u64,
-    /// Deadline for the upstream's response head (504 beyond); the upstream's own unless the route overrides it.
+    /// Deadline for the upstream's response head (504 beyond), retries included; the upstream's own unless the
+    /// route overrides it.
     pub timeout: Duration,
+    /// Retries (the upstream's unless the route has its own).
+    pub retry: Arc<turnpike_upstream::RetryPolicy>,
     /// Addresses allowed on this route.
     pub ip_filter: Option<IpFilter>,
     /// CORS policy.

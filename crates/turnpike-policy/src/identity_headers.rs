@@ -157,6 +157,8 @@ impl IdentityHeaders {
     /// inserts.
     pub fn set(&self, identity: &Identity, headers: &mut HeaderMap) {
         let list = identity.upstream_headers.get_or_init(self.id, || self.compute(identity));
+        // One growth of the map for all of them, not one rehash per insert that crosses the load factor.
+        headers.reserve(list.len());
         for (name, value) in list.iter() {
             headers.insert(name.clone(), value.clone());
         }

@@ -48,6 +48,8 @@ pub struct AccessRecord<'a> {
     pub duration: Duration,
     /// Sending upstream to the response head.
     pub upstream_duration: Option<Duration>,
+    /// Why retrying stopped early, if it did.
+    pub retry_stopped: Option<&'static str>,
     /// The gateway's error type, if it answered with an error.
     pub error: Option<&'static str>,
     /// The client went away before the response was complete.
@@ -185,6 +187,9 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     if let Some(d) = r.upstream_duration {
         field_millis(out, names::UPSTREAM_DURATION_MS, d);
     }
+    if let Some(why) = r.retry_stopped {
+        field_str(out, names::RETRY_STOPPED, why);
+    }
     if let Some(error) = r.error {
         field_str(out, names::ERROR_TYPE, error);
     }
@@ -265,6 +270,7 @@ mod tests {
             bytes_out: 512,
             duration: Duration::from_micros(1234),
             upstream_duration: Some(Duration::from_micros(900)),
+            retry_stopped: None,
             error: None,
             aborted: false,
         }

@@ -22,6 +22,8 @@ pub const ROUTE: &str = "route";
 pub const UPSTREAM: &str = "upstream";
 /// Access-log field: the endpoint of the last attempt.
 pub const ENDPOINT: &str = "endpoint";
+/// Access-log field: why retries stopped before the attempts ran out.
+pub const RETRY_STOPPED: &str = "retry_stopped";
 /// Access-log field: upstream attempts made.
 pub const ATTEMPTS: &str = "attempts";
 /// Access-log field: the response status.

@@ -1,4 +1,5 @@
-//! `Endpoint`: the runtime state of one address of an upstream: its connection pool and in-flight count.
+//! `Endpoint`: the runtime state of one address of an upstream: its connection pool, in-flight count, health and
+//! active checker.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+use crate::active::Checker;
+use crate::health::Health;
 use crate::pool::{Exchange, Pool, PoolSettings, PoolStats, Protocol};
 
 /// The registry key of an endpoint's state: the same upstream, address and protocol after a reload means the same
@@ -31,11 +34,18 @@ pub struct Endpoint {
     pub authority: Authority,
     pub(crate) in_flight: AtomicU32,
     pub(crate) pool: Pool,
+    /// Active check verdict, passive ejection, response-time EWMA.
+    pub health: Health,
+    pub(crate) checker: Checker,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("addr", &self.addr).field("in_flight", &self.in_flight()).finish()
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .field("health", &self.health)
+            .finish()
     }
 }
 
@@ -56,7 +66,14 @@ impl Endpoint {
     ) -> Self {
         let authority = Authority::try_from(addr.to_string().as_str())
             .unwrap_or_else(|_| Authority::from_static("invalid.endpoint"));
-        Self { addr, authority, in_flight: AtomicU32::new(0), pool: Pool::new(addr, protocol, tls_name) }
+        Self {
+            addr,
+            authority,
+            in_flight: AtomicU32::new(0),
+            pool: Pool::new(addr, protocol, tls_name),
+            health: Health::default(),
+            checker: Checker::default(),
+        }
     }
 
     /// Requests currently in flight to this endpoint (from connect to the end of the response body).

@@ -5,16 +5,29 @@
 //! reload keeps warm connections and counters. The compiled [`Upstream`] in a snapshot holds only settings and
 //! `Arc`s to that state.
 
+pub mod active;
 pub mod balance;
+pub mod breaker;
 pub mod connect;
 pub mod endpoint;
+pub mod health;
+pub mod limit;
 pub mod pool;
+pub mod retry;
 pub mod upstream;
+pub mod window;
 
-pub use balance::{Balance, BalancerState};
+pub use active::{ActiveCheck, ProbeKind};
+pub use balance::{Balance, BalancerState, Maglev, stable_hash};
+pub use breaker::{Breaker, BreakerPosition, BreakerSettings, Ticket};
 pub use endpoint::{Endpoint, EndpointKey, InFlight};
-pub use pool::{Checkout, Exchange, PoolSettings, PoolStats, PooledConn, Protocol, SendError};
-pub use upstream::{HostHeader, Timeouts, Upstream, WeightedEndpoint};
+pub use health::{EjectReason, ErrorRate, Health, Outcome, OutlierSettings};
+pub use limit::{LimitSettings, Limiter, Shed, Slot};
+pub use pool::{Checkout, Exchange, PoolSettings, PoolStats, PooledConn, Protocol, SendError, Unsent};
+pub use retry::{BudgetSettings, RetryBudget, RetryOn, RetryPolicy, is_idempotent};
+pub use upstream::{
+    Fallback, HashOn, HostHeader, Timeouts, Tried, Upstream, UpstreamState, WeightedEndpoint, WhenAllDown,
+};
 
 /// A fast thread-local random number (wyrand), for balancing decisions; not for secrets.
 pub(crate) fn fast_random() -> u64 {

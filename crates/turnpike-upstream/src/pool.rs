@@ -54,6 +54,15 @@ pub enum SendError {
     Exchange(#[source] hyper::Error),
 }
 
+/// A failed send: the error, and the request when it was never sent.
+#[derive(Debug)]
+pub struct Unsent {
+    /// What went wrong.
+    pub error: SendError,
+    /// The request, when no byte of it reached the endpoint.
+    pub request: Option<Request<Body>>,
+}
+
 /// Counters of one pool, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -76,7 +85,7 @@ enum Sender {
 }
 
 /// A connection to an endpoint, plain or over TLS.
-enum Stream {
+pub(crate) enum Stream {
     Plain(tokio::net::TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
 }
@@ -112,6 +121,10 @@ impl Pool {
             shared: Mutex::new(None),
             stats: Arc::new(PoolStats::default()),
         }
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     pub(crate) fn stats(&self) -> &PoolStats {
@@ -182,7 +195,7 @@ impl Pool {
     }
 
     /// TCP, then TLS when the upstream uses it, all within the connect deadline.
-    async fn connect(&self, settings: &PoolSettings) -> Result<Stream, ConnectError> {
+    pub(crate) async fn connect(&self, settings: &PoolSettings) -> Result<Stream, ConnectError> {
         let started = Instant::now();
         let tcp = connect::tcp(self.addr, settings.connect_timeout).await?;
         let (Some(config), Some(name)) = (&settings.tls, &self.server_name) else { return Ok(Stream::Plain(tcp)) };
@@ -300,10 +313,15 @@ impl Exchange {
     /// read when it started the attempt (it saves a clock read here).
     ///
     /// `req`'s URI must be in origin form (`/path?query`) for HTTP/1.1 and absolute for HTTP/2. A request that a
-    /// reused connection never started (it had closed while idle) is sent once more on a fresh connection.
-    pub async fn send(&mut self, req: Request<Body>, now: Instant) -> Result<Response<Incoming>, SendError> {
+    /// reused connection never started (it had closed while idle) is sent once more on a fresh connection. When
+    /// the request was never sent (no connection could be opened, or the connection refused it before writing),
+    /// it comes back with the error, so the caller can send it elsewhere whatever its method and body.
+    pub async fn send(&mut self, req: Request<Body>, now: Instant) -> Result<Response<Incoming>, Unsent> {
         let pool = &self.endpoint.pool;
-        let checkout = pool.checkout(&self.settings, now).await?;
+        let checkout = match pool.checkout(&self.settings, now).await {
+            Ok(checkout) => checkout,
+            Err(err) => return Err(Unsent { error: err.into(), request: Some(req) }),
+        };
         let reused = checkout.reused;
         match checkout.sender {
             Sender::H1(mut sender) => match sender.try_send_request(req).await {
@@ -313,19 +331,34 @@ impl Exchange {
                 }
                 Err(mut err) => match err.take_message() {
                     Some(req) if reused => {
-                        let mut sender = pool.connect_h1(&self.settings).await?;
-                        let resp = sender.send_request(req).await.map_err(SendError::Exchange)?;
-                        self.conn = Some(Sender::H1(sender));
-                        Ok(resp)
+                        let mut sender = match pool.connect_h1(&self.settings).await {
+                            Ok(sender) => sender,
+                            Err(err) => return Err(Unsent { error: err.into(), request: Some(req) }),
+                        };
+                        match sender.try_send_request(req).await {
+                            Ok(resp) => {
+                                self.conn = Some(Sender::H1(sender));
+                                Ok(resp)
+                            }
+                            Err(mut err) => {
+                                let request = err.take_message();
+                                Err(Unsent { error: SendError::Exchange(err.into_error()), request })
+                            }
+                        }
                     }
-                    _ => Err(SendError::Exchange(err.into_error())),
+                    request => Err(Unsent { error: SendError::Exchange(err.into_error()), request }),
                 },
             },
-            Sender::H2(mut sender) => {
-                let resp = sender.send_request(req).await.map_err(SendError::Exchange)?;
-                self.conn = Some(Sender::H2(sender));
-                Ok(resp)
-            }
+            Sender::H2(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.conn = Some(Sender::H2(sender));
+                    Ok(resp)
+                }
+                Err(mut err) => {
+                    let request = err.take_message();
+                    Err(Unsent { error: SendError::Exchange(err.into_error()), request })
+                }
+            },
         }
     }
 

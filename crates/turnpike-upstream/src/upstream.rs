@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{Balance, BalancerState, Endpoint, PoolSettings, Protocol};
+use tokio::time::Instant;
+
+use crate::balance::Maglev;
+use crate::{
+    ActiveCheck, Balance, BalancerState, Breaker, BreakerSettings, BudgetSettings, Endpoint, LimitSettings, Limiter,
+    Outcome, OutlierSettings, PoolSettings, Protocol, RetryBudget, RetryPolicy,
+};
 
 /// An endpoint with its balancing weight.
 #[derive(Debug, Clone)]
@@ -38,6 +44,41 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
+/// What happens when no endpoint is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenAllDown {
+    /// Send traffic to every endpoint anyway ("panic mode", as Envoy does): health checks may be wrong, and a
+    /// degraded answer beats none.
+    Panic,
+    /// Answer 503 at once.
+    Fail,
+}
+
+/// The endpoints a request has already tried (indices into the upstream's list): retries avoid them.
+#[derive(Debug, Clone, Default)]
+pub struct Tried {
+    indices: Vec<usize>,
+}
+
+impl Tried {
+    /// Whether `i` was tried.
+    pub fn contains(&self, i: usize) -> bool {
+        self.indices.contains(&i)
+    }
+
+    /// Marks `i` as tried.
+    pub fn push(&mut self, i: usize) {
+        if !self.contains(i) {
+            self.indices.push(i);
+        }
+    }
+
+    /// Whether nothing was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
 /// A named pool of endpoints, compiled.
 #[derive(Debug)]
 pub struct Upstream {
@@ -47,8 +88,10 @@ pub struct Upstream {
     pub endpoints: Vec<WeightedEndpoint>,
     /// How it balances.
     pub balance: Balance,
-    /// The balancer's position (state, kept across reloads).
-    pub balancer: Arc<BalancerState>,
+    /// The consistent-hashing table, when the upstream balances by a hash of the request.
+    pub maglev: Option<Maglev>,
+    /// Its runtime state: balancer position, retry budget, breaker, concurrency counts (kept across reloads).
+    pub state: Arc<UpstreamState>,
     /// The protocol spoken to its endpoints.
     pub protocol: Protocol,
     /// Pool settings.
@@ -57,12 +100,124 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     /// `Host` policy.
     pub host: HostHeader,
+    /// Passive outlier detection (`None`: off).
+    pub outlier: Option<OutlierSettings>,
+    /// Active health checks (`None`: off).
+    pub active_check: Option<Arc<ActiveCheck>>,
+    /// What happens when no endpoint is healthy.
+    pub when_all_down: WhenAllDown,
+    /// Retries of its routes (a route may have its own).
+    pub retry: Arc<RetryPolicy>,
+    /// The retry budget.
+    pub budget: BudgetSettings,
+    /// The circuit breaker (`None`: none).
+    pub breaker: Option<BreakerSettings>,
+    /// The answer while the breaker is open (`None`: a 503 problem).
+    pub fallback: Option<Arc<Fallback>>,
+    /// The concurrency limit (`None`: none).
+    pub limit: Option<LimitSettings>,
+    /// What consistent hashing hashes (with `maglev`).
+    pub hash_on: Option<HashOn>,
+    /// Statuses that count as the endpoint failing, for outlier detection and the breaker (inclusive ranges).
+    pub failure_statuses: Vec<(u16, u16)>,
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone)]
+pub enum HashOn {
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's address.
+    ClientIp,
+    /// The request path.
+    Path,
+}
+
+/// A fixed response (the circuit breaker's fallback).
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// The status.
+    pub status: http::StatusCode,
+    /// Headers.
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// A JSON body, if any.
+    pub body: Option<bytes::Bytes>,
+}
+
+/// An upstream's runtime state, by upstream id.
+#[derive(Debug, Default)]
+pub struct UpstreamState {
+    /// The balancer's position.
+    pub balancer: BalancerState,
+    /// Requests and retries, for the retry budget.
+    pub budget: RetryBudget,
+    /// The circuit breaker.
+    pub breaker: Breaker,
+    /// Requests in flight and queued, for the concurrency limit.
+    pub limiter: Limiter,
 }
 
 impl Upstream {
-    /// Picks the endpoint for the next request.
-    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        let i = self.balancer.pick(self.balance, &self.endpoints)?;
-        Some(&self.endpoints[i].endpoint)
+    /// Picks the endpoint for the next attempt: a healthy one the request has not tried; else a healthy one it
+    /// has tried (a retry on the only healthy endpoint); else, in panic mode, any endpoint (untried first).
+    /// `key_hash` is the request's hash for consistent hashing (`None`: the upstream's balancing, or a random
+    /// pick when it hashes and the request has no key). Returns the endpoint's index and state.
+    pub fn pick(&self, tried: &Tried, key_hash: Option<u64>) -> Option<(usize, &Arc<Endpoint>)> {
+        let healthy = |i: usize| self.endpoints[i].endpoint.health.is_available();
+        let choose = |usable: &dyn Fn(usize) -> bool| match (&self.maglev, key_hash) {
+            (Some(table), Some(hash)) => table.pick(hash, usable),
+            (Some(_), None) => self.state.balancer.pick(Balance::PowerOfTwoChoices, &self.endpoints, usable),
+            (None, _) => self.state.balancer.pick(self.balance, &self.endpoints, usable),
+        };
+        let found = choose(&|i| !tried.contains(i) && healthy(i))
+            .or_else(|| if tried.is_empty() { None } else { choose(&healthy) })
+            .or_else(|| match self.when_all_down {
+                WhenAllDown::Panic => {
+                    choose(&|i| !tried.contains(i)).or_else(|| if tried.is_empty() { None } else { choose(&|_| true) })
+                }
+                WhenAllDown::Fail => None,
+            })?;
+        Some((found, &self.endpoints[found].endpoint))
+    }
+
+    /// Records how an attempt on endpoint `index` went: the EWMA (for answers), and passive outlier detection,
+    /// which may eject the endpoint unless too many of the upstream's endpoints are ejected already.
+    pub fn record(&self, index: usize, outcome: Outcome, elapsed: Option<Duration>, now: Instant) {
+        let Some(entry) = self.endpoints.get(index) else { return };
+        let health = &entry.endpoint.health;
+        if let Some(elapsed) = elapsed {
+            health.observe_latency(elapsed);
+        }
+        let Some(settings) = &self.outlier else { return };
+        let Some(reason) = health.record(outcome, settings, now) else { return };
+        let n = self.endpoints.len();
+        let ejected = self.endpoints.iter().filter(|e| e.endpoint.health.is_ejected(now)).count();
+        let allowed = (n * settings.max_ejected_percent as usize / 100).max(1).min(n.saturating_sub(1));
+        if ejected >= allowed {
+            tracing::warn!(
+                upstream = %self.id, endpoint = %entry.endpoint.addr, reason = reason.as_str(), ejected,
+                "outlier detection: not ejecting, the upstream's ejection limit is reached"
+            );
+            return;
+        }
+        let duration = health.eject(settings, now);
+        tracing::warn!(
+            upstream = %self.id, endpoint = %entry.endpoint.addr, reason = reason.as_str(),
+            seconds = duration.as_secs_f64(), "outlier detection: endpoint ejected"
+        );
+    }
+
+    /// Whether a response status counts as the endpoint failing.
+    pub fn is_failure_status(&self, status: u16) -> bool {
+        self.failure_statuses.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Starts, updates or stops the active checks of every endpoint (call after the snapshot is in place).
+    pub fn apply_active_checks(&self) {
+        for e in &self.endpoints {
+            e.endpoint.set_active_check(self.active_check.clone(), &self.pool);
+        }
     }
 }

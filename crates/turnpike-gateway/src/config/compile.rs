@@ -23,10 +23,12 @@ use turnpike_policy::ip_filter::IpFilter;
 use turnpike_policy::validate::BodyValidator;
 use turnpike_router::{BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch};
 use turnpike_upstream::{
-    Balance, Endpoint, EndpointKey, HostHeader, PoolSettings, Protocol, Timeouts, Upstream, WeightedEndpoint,
+    Balance, Endpoint, EndpointKey, HostHeader, Maglev, PoolSettings, Protocol, RetryPolicy, Timeouts, Upstream,
+    WeightedEndpoint, WhenAllDown,
 };
 
 use super::document::*;
+use super::resilience;
 use crate::snapshot::{ListenerProtocol, ListenerSettings, Route, ServerSettings, Snapshot, TrustIncoming};
 use crate::state::State;
 
@@ -465,16 +467,60 @@ impl Compiler<'_> {
                     self.error(&u.path.clone().key(field), "must be longer than 0");
                 }
             }
+            let balance = match u.balance {
+                BalanceConfig::Ewma => Balance::Ewma,
+                BalanceConfig::RoundRobin => Balance::RoundRobin,
+                BalanceConfig::WeightedRoundRobin => Balance::WeightedRoundRobin,
+                BalanceConfig::LeastInFlight => Balance::LeastInFlight,
+                BalanceConfig::PowerOfTwoChoices | BalanceConfig::ConsistentHash => Balance::PowerOfTwoChoices,
+            };
+            let hash_on = match (&u.hash_on, u.balance) {
+                (Some(h), BalanceConfig::ConsistentHash) => self.policy(&u.path.clone().key("hash_on"), h.compile()),
+                (None, BalanceConfig::ConsistentHash) => {
+                    self.error(&u.path.clone().key("hash_on"), "`balance: consistent_hash` needs `hash_on`");
+                    None
+                }
+                (Some(_), _) => {
+                    self.error(&u.path.clone().key("hash_on"), "`hash_on` needs `balance: consistent_hash`");
+                    None
+                }
+                (None, _) => None,
+            };
+            let maglev = hash_on.as_ref().and_then(|_| {
+                let names: Vec<String> = endpoints.iter().map(|e| e.endpoint.addr.to_string()).collect();
+                let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+                Maglev::new(&names, &weights)
+            });
+            let active_check =
+                u.health_check.as_ref().and_then(|h| self.policy(&u.path.clone().key("health_check"), h.compile()));
+            let outlier =
+                self.policy(&u.path.clone().key("outlier_detection"), u.outlier_detection.compile()).flatten();
+            let mut issues = Vec::new();
+            let failure_statuses = resilience::status_ranges("failure_statuses", &u.failure_statuses, &mut issues);
+            for issue in issues {
+                self.error(&join(&u.path, &issue.path), issue.message);
+            }
+            let retry = self
+                .policy(&u.path.clone().key("retry"), u.retry.compile())
+                .unwrap_or_else(|| Arc::new(RetryPolicy::none()));
+            let budget = self.policy(&u.path.clone().key("retry_budget"), u.retry_budget.compile()).unwrap_or_default();
+            let (breaker, fallback) = match &u.circuit_breaker {
+                Some(b) => match self.policy(&u.path.clone().key("circuit_breaker"), b.compile()) {
+                    Some((settings, fallback)) => (Some(settings), fallback),
+                    None => (None, None),
+                },
+                None => (None, None),
+            };
+            let limit = u
+                .concurrency_limit
+                .as_ref()
+                .and_then(|l| self.policy(&u.path.clone().key("concurrency_limit"), l.compile()));
             let upstream = Upstream {
                 id: id.clone(),
                 endpoints,
-                balance: match u.balance {
-                    BalanceConfig::RoundRobin => Balance::RoundRobin,
-                    BalanceConfig::WeightedRoundRobin => Balance::WeightedRoundRobin,
-                    BalanceConfig::LeastInFlight => Balance::LeastInFlight,
-                    BalanceConfig::PowerOfTwoChoices => Balance::PowerOfTwoChoices,
-                },
-                balancer: state.balancers.get_or_insert_with(&id, Default::default),
+                balance,
+                maglev,
+                state: state.upstreams.get_or_insert_with(&id, Default::default),
                 protocol,
                 pool: PoolSettings {
                     tls: client_tls,
@@ -488,6 +534,19 @@ impl Compiler<'_> {
                     read: u.read_timeout.into(),
                 },
                 host,
+                outlier,
+                active_check,
+                when_all_down: match u.when_all_unhealthy {
+                    WhenAllUnhealthyConfig::Panic => WhenAllDown::Panic,
+                    WhenAllUnhealthyConfig::Fail => WhenAllDown::Fail,
+                },
+                retry,
+                budget,
+                breaker,
+                fallback,
+                limit,
+                hash_on,
+                failure_statuses,
             };
             out.insert(id, Arc::new(upstream));
         }
@@ -566,6 +625,10 @@ impl Compiler<'_> {
                 continue;
             };
             let timeout = r.timeout.map_or(upstream.timeouts.request, Into::into);
+            let retry = match &r.retry {
+                Some(retry) => self.policy(&base.clone().key("retry"), retry.compile()),
+                None => Some(upstream.retry.clone()),
+            };
             if timeout.is_zero() {
                 self.error(&base.clone().key("timeout"), "must be longer than 0");
             }
@@ -590,6 +653,7 @@ impl Compiler<'_> {
                 rewrite,
                 max_body_size: r.max_body_size.map_or(default_body, Into::into),
                 timeout,
+                retry: retry.unwrap_or_else(|| Arc::new(RetryPolicy::none())),
                 ip_filter,
                 cors,
                 validate,

@@ -20,6 +20,11 @@ use turnpike_policy::identity_headers::IdentityHeadersConfig;
 use turnpike_policy::ip_filter::IpFilterConfig;
 use turnpike_policy::validate::BodySchemaConfig;
 
+pub use super::resilience::{
+    CircuitBreakerConfig, ConcurrencyLimitConfig, FallbackConfig, HashOnConfig, HealthCheckConfig, OutlierConfig,
+    RetryBudgetConfig, RetryConfig, StatusRange,
+};
+
 /// A Turnpike configuration: where to listen, which upstreams exist, and how requests are routed to them.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -374,6 +379,51 @@ pub struct UpstreamConfig {
     /// Most idle keep-alive connections kept per endpoint (HTTP/1.1). 0 disables reuse.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_endpoint: u32,
+    /// What consistent hashing hashes (`balance: consistent_hash`): `{header: x-user-id}`,
+    /// `{cookie: session}`, `client_ip` or `path`. A request without the header or cookie is balanced by
+    /// power of two choices.
+    #[serde(default)]
+    pub hash_on: Option<HashOnConfig>,
+    /// Active health checks. Absent: none (passive outlier detection still applies).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive outlier detection (on by default).
+    #[serde(default)]
+    pub outlier_detection: OutlierConfig,
+    /// Response statuses that count as an endpoint failing, for outlier detection and the circuit breaker.
+    #[serde(default = "default_failure_statuses")]
+    pub failure_statuses: Vec<StatusRange>,
+    /// When no endpoint is healthy: `panic` (the default: send to all of them anyway) or `fail` (503).
+    #[serde(default)]
+    pub when_all_unhealthy: WhenAllUnhealthyConfig,
+    /// Retries of the routes to this upstream (a route can set its own). Default: 2 attempts, on connect
+    /// failures, resets, timeouts and 502/503/504, for idempotent methods.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The retry budget.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// A circuit breaker. Absent: none.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// A limit on requests in flight (and waiting) to this upstream. Absent: none.
+    #[serde(default)]
+    pub concurrency_limit: Option<ConcurrencyLimitConfig>,
+}
+
+fn default_failure_statuses() -> Vec<StatusRange> {
+    vec![StatusRange::Text("500-599".into())]
+}
+
+/// What happens when no endpoint is healthy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllUnhealthyConfig {
+    /// Send traffic to every endpoint anyway ("panic mode"): a degraded answer beats none.
+    #[default]
+    Panic,
+    /// Answer 503.
+    Fail,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -462,8 +512,11 @@ impl<'de> Deserialize<'de> for EndpointConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceConfig {
-    /// Each endpoint in turn, ignoring weights.
+    /// The recommended default: two endpoints at random, the one expected to answer sooner wins (response-time
+    /// EWMA times requests in flight, relative to the weight). Slow or overloaded endpoints get less traffic.
     #[default]
+    Ewma,
+    /// Each endpoint in turn, ignoring weights.
     RoundRobin,
     /// Endpoints in proportion to their weights, interleaved smoothly (nginx's algorithm).
     WeightedRoundRobin,
@@ -471,6 +524,9 @@ pub enum BalanceConfig {
     LeastInFlight,
     /// Two endpoints at random; the one with fewer requests in flight (relative to its weight) wins.
     PowerOfTwoChoices,
+    /// The same key (see `hash_on`) always goes to the same endpoint while it is healthy (Maglev hashing: removing
+    /// one of n endpoints moves about 1/n of the keys).
+    ConsistentHash,
 }
 
 /// HTTP versions spoken to upstreams.
@@ -511,9 +567,13 @@ pub struct RouteConfig {
     /// How the path is rewritten before forwarding. Absent: the (normalized) path is forwarded as is.
     #[serde(default)]
     pub rewrite: Option<RewriteConfig>,
-    /// Deadline for the upstream's response head; overrides the upstream's `request_timeout`.
+    /// Deadline for the upstream's response head, retries included; overrides the upstream's
+    /// `request_timeout`.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Retries; overrides the upstream's `retry` as a whole.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
     /// Largest request body; overrides `server.limits.max_body_size`.
     #[serde(default)]
     pub max_body_size: Option<ByteSize>,

@@ -3,6 +3,7 @@
 
 mod compile;
 pub mod document;
+mod resilience;
 pub mod schema;
 
 use std::path::PathBuf;

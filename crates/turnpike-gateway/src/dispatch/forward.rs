@@ -1,19 +1,46 @@
 //! Forwarding a request to an endpoint of the route's upstream and streaming the answer back.
 //!
-//! pick endpoint -> prepare head -> send within the route's deadline -> classify failures -> stream the response.
-//! Health, breakers and retries extend this loop in the upstream-resilience work.
+//! concurrency limit -> breaker -> (pick endpoint -> attempt within its deadline -> classify -> record health ->
+//! retry within the budget, on another endpoint, after a backoff) -> breaker verdict -> stream the response.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{COOKIE, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version, header::HOST};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use turnpike_core::{Body, BodyError, Cx, GatewayError};
-use turnpike_upstream::{Endpoint, HostHeader, Protocol, SendError, Upstream, connect::ConnectError};
+use turnpike_upstream::{
+    Endpoint, HashOn, HostHeader, Outcome, Protocol, SendError, Tried, Unsent, Upstream, connect::ConnectError,
+    stable_hash,
+};
 
 use crate::body::ResponseBody;
 use crate::proxy_headers::{self, Forwarding};
 use crate::server::Conn;
 use crate::snapshot::{Route, Snapshot};
+
+/// The request body, as far as retries are concerned.
+enum Payload {
+    /// Held whole (empty, or small enough to buffer): every attempt gets a copy.
+    Replayable(Option<Bytes>),
+    /// Streamed: sent once; until then it can still go elsewhere.
+    Once(Option<Body>),
+}
+
+impl Payload {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Payload::Replayable(None) => Some(Body::empty()),
+            Payload::Replayable(Some(bytes)) => Some(Body::full(bytes.clone())),
+            Payload::Once(body) => body.take(),
+        }
+    }
+}
 
 /// Forwards `req` to the route's upstream. `upstream_path` replaces the path and query when the route rewrote or
 /// the gateway normalized them.
@@ -27,9 +54,28 @@ pub(crate) async fn forward(
     upstream_path: Option<PathAndQuery>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let upstream = &route.upstream;
+    let state = &upstream.state;
     cx.upstream = Some(upstream.id.clone());
-    let endpoint = upstream.pick().ok_or_else(|| GatewayError::NoHealthyEndpoint { upstream: upstream.id.clone() })?;
-    cx.endpoint = Some(endpoint.addr);
+    let start = Instant::now();
+    let deadline = start + route.timeout;
+
+    let _slot = match &upstream.limit {
+        Some(limit) => Some(
+            state
+                .limiter
+                .acquire(limit, deadline)
+                .await
+                .map_err(|_| GatewayError::UpstreamOverloaded { upstream: upstream.id.clone() })?,
+        ),
+        None => None,
+    };
+    let ticket = match &upstream.breaker {
+        Some(settings) => match state.breaker.admit(settings, start) {
+            Ok(ticket) => Some(ticket),
+            Err(retry_after) => return Err(GatewayError::CircuitOpen { upstream: upstream.id.clone(), retry_after }),
+        },
+        None => None,
+    };
 
     let downstream_version = head.version;
     proxy_headers::prepare_request(
@@ -41,56 +87,230 @@ pub(crate) async fn forward(
             request_id: &cx.request_id,
         },
     );
-    head.uri = upstream_uri(upstream, endpoint, head.uri, upstream_path, &mut head.headers)?;
+    let path_and_query = match upstream_path {
+        Some(pq) => pq,
+        None => head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let client_authority = head.uri.authority().cloned();
     head.version = match upstream.protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => Version::HTTP_2,
     };
 
-    let mut exchange = endpoint.begin(upstream.pool.clone());
-    cx.attempts += 1;
-    let sent = Instant::now();
-    let outcome = tokio::time::timeout(route.timeout, exchange.send(Request::from_parts(head, body), sent)).await;
-    cx.upstream_duration = Some(sent.elapsed());
-    let resp = match outcome {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(err)) => return Err(classify(err, upstream)),
-        Err(_) => return Err(GatewayError::UpstreamTimeout { upstream: upstream.id.clone(), timeout: route.timeout }),
-    };
+    let policy = &route.retry;
+    let retries = policy.attempts > 1;
+    let replay = retries && policy.may_replay(&head.method);
+    let mut payload = if replay { buffer(body, policy.max_buffer).await? } else { Payload::Once(Some(body)) };
+    if retries {
+        state.budget.request(&upstream.budget, start);
+    }
+    let key_hash = upstream.hash_on.as_ref().and_then(|on| hash_key(on, &head, cx));
+    // The head of later attempts: kept only when one could follow a request that was sent.
+    let template = matches!(payload, Payload::Replayable(_)).then(|| copy_head(&head));
+    let mut first = Some(head);
+    let mut unsent: Option<Request<Body>> = None;
+    let mut tried = Tried::default();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let Some((index, endpoint)) = upstream.pick(&tried, key_hash) else {
+            return Err(GatewayError::NoHealthyEndpoint { upstream: upstream.id.clone() });
+        };
+        tried.push(index);
+        cx.endpoint = Some(endpoint.addr);
+        let req = match unsent.take() {
+            Some(req) => {
+                let (mut parts, body) = req.into_parts();
+                retarget(upstream, endpoint, &mut parts, &path_and_query, client_authority.as_ref())?;
+                Request::from_parts(parts, body)
+            }
+            None => {
+                let mut parts = match first.take() {
+                    Some(head) => head,
+                    None => template.as_ref().map(copy_head).ok_or(GatewayError::Internal)?,
+                };
+                retarget(upstream, endpoint, &mut parts, &path_and_query, client_authority.as_ref())?;
+                Request::from_parts(parts, payload.take().ok_or(GatewayError::Internal)?)
+            }
+        };
 
-    let (mut head, body) = resp.into_parts();
-    proxy_headers::prepare_response(&mut head.headers, &snap.server, head.version, &cx.request_id);
-    head.version = downstream_version;
-    let body = stream_back(body, upstream);
-    Ok(Response::from_parts(head, ResponseBody::upstream(body, exchange)))
+        let sent = Instant::now();
+        let try_deadline = policy.per_try_timeout.map_or(deadline, |t| (sent + t).min(deadline));
+        let mut exchange = endpoint.begin(upstream.pool.clone());
+        cx.attempts += 1;
+        let result = tokio::time::timeout_at(try_deadline, exchange.send(req, sent)).await;
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(sent);
+        cx.upstream_duration = Some(elapsed);
+        let can_replay = matches!(payload, Payload::Replayable(_)) && replay;
+
+        let (error, retryable) = match result {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let failed = upstream.is_failure_status(status);
+                upstream.record(
+                    index,
+                    if failed { Outcome::ServerError } else { Outcome::Success },
+                    Some(elapsed),
+                    now,
+                );
+                let retry = can_replay && policy.retries_status(status) && attempt < policy.attempts;
+                if !retry || !may_retry(cx, upstream, deadline, now) {
+                    if let (Some(ticket), Some(settings)) = (ticket, &upstream.breaker) {
+                        state.breaker.record(ticket, failed, settings, now);
+                    }
+                    let (mut head, body) = resp.into_parts();
+                    proxy_headers::prepare_response(&mut head.headers, &snap.server, head.version, &cx.request_id);
+                    head.version = downstream_version;
+                    let body = stream_back(body, upstream);
+                    return Ok(Response::from_parts(head, ResponseBody::upstream(body, exchange)));
+                }
+                tracing::debug!(upstream = %upstream.id, endpoint = %endpoint.addr, status, "retrying on status");
+                drop((resp, exchange));
+                backoff(policy.backoff(attempt), deadline).await;
+                continue;
+            }
+            Ok(Err(Unsent { error, request })) => {
+                if let SendError::Exchange(err) = &error
+                    && let Some(body_err) = find_body_error(err)
+                {
+                    // The client's body broke: not the endpoint's fault, and nothing to retry.
+                    return Err(body_error(body_err));
+                }
+                let connect = matches!(error, SendError::Connect(_));
+                let outcome = if connect { Outcome::ConnectFailure } else { Outcome::Failure };
+                upstream.record(index, outcome, None, now);
+                let allowed = if connect { policy.on.connect_failure } else { policy.on.reset };
+                // A request that never left can go elsewhere whatever its method and body.
+                let retryable = allowed && (request.is_some() || can_replay);
+                unsent = request;
+                (classify(error, upstream), retryable)
+            }
+            Err(_) => {
+                upstream.record(index, Outcome::Failure, None, now);
+                let per_try = try_deadline < deadline;
+                let timeout = if per_try { try_deadline.saturating_duration_since(sent) } else { route.timeout };
+                let error = GatewayError::UpstreamTimeout { upstream: upstream.id.clone(), timeout };
+                (error, per_try && policy.on.timeout && can_replay)
+            }
+        };
+        drop(exchange);
+        if !retryable || attempt >= policy.attempts || !may_retry(cx, upstream, deadline, now) {
+            if retryable && attempt >= policy.attempts && retries {
+                cx.retry_stopped = Some("attempts_exhausted");
+            }
+            if let (Some(ticket), Some(settings)) = (ticket, &upstream.breaker) {
+                state.breaker.record(ticket, true, settings, now);
+            }
+            return Err(error);
+        }
+        tracing::debug!(upstream = %upstream.id, endpoint = %endpoint.addr, error = %error, "retrying");
+        backoff(policy.backoff(attempt), deadline).await;
+    }
+}
+
+/// Whether a retry may start now: time is left and the upstream's retry budget has room. Says why not in the
+/// access log.
+fn may_retry(cx: &mut Cx, upstream: &Upstream, deadline: Instant, now: Instant) -> bool {
+    if now >= deadline {
+        cx.retry_stopped = Some("deadline");
+        return false;
+    }
+    if !upstream.state.budget.try_retry(&upstream.budget, now) {
+        cx.retry_stopped = Some("budget_exhausted");
+        tracing::debug!(upstream = %upstream.id, "retry budget exhausted");
+        return false;
+    }
+    true
+}
+
+async fn backoff(wait: Duration, deadline: Instant) {
+    if !wait.is_zero() {
+        tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+    }
+}
+
+/// Holds a small body so it can be sent more than once; a large or unknown-length one stays a stream.
+async fn buffer(body: Body, max: u64) -> Result<Payload, GatewayError> {
+    if body.is_end_stream() {
+        return Ok(Payload::Replayable(None));
+    }
+    match body.size_hint().exact() {
+        Some(len) if len <= max => match body.collect().await {
+            Ok(collected) => Ok(Payload::Replayable(Some(collected.to_bytes()))),
+            Err(err) => Err(match err.downcast_ref::<BodyError>() {
+                Some(e) => body_error(e),
+                None => GatewayError::ClientAborted,
+            }),
+        },
+        _ => Ok(Payload::Once(Some(body))),
+    }
+}
+
+/// A copy of a request head for another attempt (extensions are not carried over).
+fn copy_head(head: &http::request::Parts) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = head.method.clone();
+    parts.uri = head.uri.clone();
+    parts.version = head.version;
+    parts.headers = head.headers.clone();
+    parts
+}
+
+/// The bytes consistent hashing hashes, hashed.
+fn hash_key(on: &HashOn, head: &http::request::Parts, cx: &Cx) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => head.headers.get(name).map(|v| stable_hash(v.as_bytes())),
+        HashOn::Cookie(name) => head
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| stable_hash(v.trim().as_bytes())),
+        HashOn::ClientIp => Some(match cx.client_ip {
+            std::net::IpAddr::V4(ip) => stable_hash(&ip.octets()),
+            std::net::IpAddr::V6(ip) => stable_hash(&ip.octets()),
+        }),
+        HashOn::Path => Some(stable_hash(cx.uri.path().as_bytes())),
+    }
+}
+
+fn body_error(err: &BodyError) -> GatewayError {
+    match err {
+        BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit: *limit },
+        BodyError::Timeout(_) => GatewayError::ClientTimeout,
+        BodyError::Aborted(_) => GatewayError::ClientAborted,
+    }
 }
 
 fn stream_back(body: Incoming, upstream: &Upstream) -> Body {
     Body::stream(body).with_idle_timeout(upstream.timeouts.read)
 }
 
-/// The request target for the upstream: origin form (`/path?q`) for HTTP/1.1, absolute for HTTP/2 (whose
-/// `:authority` carries the host). Sets `Host` per the upstream's host policy.
-fn upstream_uri(
+/// Points a request head at `endpoint`: origin form (`/path?q`) for HTTP/1.1, absolute for HTTP/2 (whose
+/// `:authority` carries the host), and `Host` per the upstream's host policy. `client_authority` is the
+/// authority of an absolute request target from the client.
+fn retarget(
     upstream: &Upstream,
     endpoint: &Endpoint,
-    original: Uri,
-    upstream_path: Option<PathAndQuery>,
-    headers: &mut http::HeaderMap,
-) -> Result<Uri, GatewayError> {
-    let path_and_query = match upstream_path {
-        Some(pq) => pq,
-        None => original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
-    };
+    parts: &mut http::request::Parts,
+    path_and_query: &PathAndQuery,
+    client_authority: Option<&Authority>,
+) -> Result<(), GatewayError> {
+    let headers = &mut parts.headers;
     // The common case: HTTP/1.1 on both sides, `Host` kept as the client sent it — nothing to rewrite.
     if upstream.protocol == Protocol::Http1
         && matches!(upstream.host, HostHeader::Preserve)
-        && original.authority().is_none()
+        && client_authority.is_none()
         && headers.contains_key(HOST)
     {
-        return Ok(Uri::from(path_and_query));
+        parts.uri = Uri::from(path_and_query.clone());
+        return Ok(());
     }
-    let client_host: Option<HeaderValue> = match original.authority() {
+    let client_host: Option<HeaderValue> = match client_authority {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => headers.get(HOST).cloned(),
     };
@@ -101,18 +321,12 @@ fn upstream_uri(
     };
     match upstream.protocol {
         Protocol::Http1 => {
-            match host {
-                Some(host) => {
-                    headers.insert(HOST, host);
-                }
-                None => {
-                    headers.insert(
-                        HOST,
-                        HeaderValue::from_str(endpoint.authority.as_str()).map_err(|_| GatewayError::Internal)?,
-                    );
-                }
-            }
-            Ok(Uri::from(path_and_query))
+            let host = match host {
+                Some(host) => host,
+                None => HeaderValue::from_str(endpoint.authority.as_str()).map_err(|_| GatewayError::Internal)?,
+            };
+            headers.insert(HOST, host);
+            parts.uri = Uri::from(path_and_query.clone());
         }
         Protocol::Http2 => {
             headers.remove(HOST);
@@ -120,13 +334,15 @@ fn upstream_uri(
                 Some(authority) => authority,
                 None => endpoint.authority.clone(),
             };
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(authority);
-            parts.path_and_query = Some(path_and_query);
-            Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("cannot build the upstream request target"))
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(path_and_query.clone());
+            parts.uri = Uri::from_parts(uri)
+                .map_err(|_| GatewayError::BadRequest("cannot build the upstream request target"))?;
         }
     }
+    Ok(())
 }
 
 /// Maps a failed exchange to what the client is told. A request body that broke (too large, too slow, client gone)
@@ -150,13 +366,6 @@ fn classify(err: SendError, upstream: &Upstream) -> GatewayError {
             GatewayError::BadGateway { upstream: id }
         }
         SendError::Exchange(err) => {
-            if let Some(body_err) = find_body_error(&err) {
-                return match body_err {
-                    BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit: *limit },
-                    BodyError::Timeout(_) => GatewayError::ClientTimeout,
-                    BodyError::Aborted(_) => GatewayError::ClientAborted,
-                };
-            }
             tracing::debug!(error = %err, source = ?std::error::Error::source(&err), "upstream exchange failed");
             GatewayError::BadGateway { upstream: id }
         }

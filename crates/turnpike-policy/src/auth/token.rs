@@ -12,6 +12,9 @@ use crate::ConfigIssue;
 /// The longest token accepted; longer ones are refused before any parsing (a 100 KB "token" costs nothing).
 pub const DEFAULT_MAX_TOKEN: usize = 8 * 1024;
 
+/// The most places a policy reads a token from.
+const MAX_SOURCES: usize = 32;
+
 /// One place a token may be: give exactly one of `header`, `cookie` and `query`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -58,13 +61,16 @@ pub struct TokenSources {
 pub struct FoundToken {
     /// The token text.
     pub token: String,
-    /// The places it was found in (indices into the sources), for [`TokenSources::strip`].
-    found_in: Vec<usize>,
+    /// The places it was found in (bit `i`: source `i`), for [`TokenSources::strip`].
+    found_in: u32,
 }
 
 impl std::fmt::Debug for FoundToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FoundToken").field("token", &"<redacted>").field("found_in", &self.found_in).finish()
+        f.debug_struct("FoundToken")
+            .field("token", &"<redacted>")
+            .field("found_in", &format_args!("{:#b}", self.found_in))
+            .finish()
     }
 }
 
@@ -74,6 +80,9 @@ impl TokenSources {
         let defaults = [TokenSourceConfig::bearer()];
         let configs = if configs.is_empty() { &defaults[..] } else { configs };
         let mut issues = Vec::new();
+        if configs.len() > MAX_SOURCES {
+            issues.push(ConfigIssue::new("from", format!("at most {MAX_SOURCES} places to read a token from")));
+        }
         let mut sources = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let path = format!("from[{i}]");
@@ -124,8 +133,8 @@ impl TokenSources {
                 return Presented::Malformed("token too large");
             }
             match &mut found {
-                None => found = Some(FoundToken { token, found_in: vec![i] }),
-                Some(f) if f.token == token => f.found_in.push(i),
+                None => found = Some(FoundToken { token, found_in: 1 << i }),
+                Some(f) if f.token == token => f.found_in |= 1 << i,
                 Some(_) => return Presented::Malformed("different tokens in several places"),
             }
         }
@@ -198,8 +207,11 @@ impl TokenSources {
 
     /// Removes the token from every place it was found in, so the upstream never sees it.
     pub fn strip(&self, found: &FoundToken, parts: &mut http::request::Parts) {
-        for &i in &found.found_in {
-            match &self.sources[i] {
+        for (i, source) in self.sources.iter().enumerate() {
+            if found.found_in & (1 << i) == 0 {
+                continue;
+            }
+            match source {
                 Source::Header { name, .. } => {
                     parts.headers.remove(name);
                 }
@@ -371,7 +383,7 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_token() {
-        let found = FoundToken { token: "eyJsecret".into(), found_in: vec![0] };
+        let found = FoundToken { token: "eyJsecret".into(), found_in: 1 };
         assert!(!format!("{found:?}").contains("eyJsecret"));
     }
 
