@@ -131,11 +131,12 @@ pub struct MockUpstream {
     connections: Arc<AtomicUsize>,
     received_bytes: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    kill: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for MockUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -185,6 +186,17 @@ impl MockUpstream {
         Self::spawn_with(Arc::new(handler), false, Mode::Collect, Some(tls)).await
     }
 
+    /// An HTTP/1.1 mock on `addr` (a port a killed mock used: the endpoint "comes back").
+    pub async fn start_at(addr: SocketAddr, handler: impl Fn(&Recorded) -> MockReply + Send + Sync + 'static) -> Self {
+        Self::spawn_on(addr, Arc::new(handler), false, Mode::Collect, None).await
+    }
+
+    /// Stops listening and closes every connection, like a process that died.
+    pub fn kill(&self) {
+        let _ = self.kill.send(true);
+        self.task.abort();
+    }
+
     async fn spawn(handler: Handler, h2: bool, mode: Mode) -> Self {
         Self::spawn_with(handler, h2, mode, None).await
     }
@@ -195,7 +207,18 @@ impl MockUpstream {
         mode: Mode,
         tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        Self::spawn_on(SocketAddr::from(([127, 0, 0, 1], 0)), handler, h2, mode, tls).await
+    }
+
+    async fn spawn_on(
+        addr: SocketAddr,
+        handler: Handler,
+        h2: bool,
+        mode: Mode,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind mock upstream");
+        let (kill, kill_rx) = tokio::sync::watch::channel(false);
         let addr = listener.local_addr().expect("mock addr");
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -206,6 +229,7 @@ impl MockUpstream {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (handler, rec, received, tls) = (handler.clone(), rec.clone(), received.clone(), tls.clone());
+                let killed = kill_rx.clone();
                 tokio::spawn(async move {
                     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
                     let service = service_fn(move |req: Request<Incoming>| {
@@ -219,6 +243,7 @@ impl MockUpstream {
                         }
                     });
                     let mut closed = close_rx;
+                    let mut killed = killed;
                     if let Some(tls) = tls {
                         let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await else { return };
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -226,10 +251,10 @@ impl MockUpstream {
                         if h2 {
                             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                                 .serve_connection(io, service);
-                            tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
+                            tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {}, _ = killed.wait_for(|k| *k) => {} }
                         } else {
                             let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-                            tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
+                            tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {}, _ = killed.wait_for(|k| *k) => {} }
                         }
                         return;
                     }
@@ -237,15 +262,15 @@ impl MockUpstream {
                     if h2 {
                         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                             .serve_connection(io, service);
-                        tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
+                        tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {}, _ = killed.wait_for(|k| *k) => {} }
                     } else {
                         let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-                        tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {} }
+                        tokio::select! { _ = conn => {}, _ = closed.wait_for(|c| *c) => {}, _ = killed.wait_for(|k| *k) => {} }
                     }
                 });
             }
         });
-        Self { addr, recorded, connections, received_bytes, task }
+        Self { addr, recorded, connections, received_bytes, task, kill }
     }
 
     /// Its address.

@@ -123,8 +123,12 @@ async fn check_loop(endpoint: Weak<Endpoint>) {
         match result {
             Ok(()) => {
                 (good, bad) = (good.saturating_add(1), 0);
-                if good >= check.healthy_threshold.max(1) && ep.health.set_active_up(true) {
-                    tracing::info!(endpoint = %ep.addr, "active health check: endpoint is healthy again");
+                if good >= check.healthy_threshold.max(1) {
+                    if ep.health.set_active_up(true) {
+                        tracing::info!(endpoint = %ep.addr, "active health check: endpoint is healthy again");
+                    } else if ep.health.readmit_reachable() {
+                        tracing::info!(endpoint = %ep.addr, "active health check: ejected endpoint answers again, re-admitted");
+                    }
                 }
             }
             Err(why) => {

@@ -100,6 +100,9 @@ pub struct Health {
     ejections: AtomicU32,
     /// When the last ejection ended or would end, in microseconds after `origin`.
     last_ejection_end: AtomicU64,
+    /// Whether the running ejection is for connect failures (an endpoint that could not be reached, which a
+    /// passing active probe proves reachable again).
+    ejected_unreachable: AtomicBool,
     consecutive_connect: AtomicU32,
     consecutive_failures: AtomicU32,
     /// Attempts and failed attempts, for the error rate.
@@ -117,6 +120,7 @@ impl Default for Health {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             last_ejection_end: AtomicU64::new(0),
+            ejected_unreachable: AtomicBool::new(false),
             consecutive_connect: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             window: Window::new(origin),
@@ -171,6 +175,18 @@ impl Health {
             self.window.clear();
         }
         changed
+    }
+
+    /// Ends an ejection for connect failures, after active probes passed: the endpoint is reachable again.
+    /// Returns whether an ejection ended. Ejections for failing responses run their course (a health endpoint
+    /// that answers 200 says little about the requests that failed).
+    pub fn readmit_reachable(&self) -> bool {
+        if self.ejected_until.load(Ordering::Relaxed) == 0 || !self.ejected_unreachable.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.ejected_until.store(0, Ordering::Relaxed);
+        self.ejected_unreachable.store(false, Ordering::Relaxed);
+        true
     }
 
     /// How many times passive detection has ejected the endpoint (reset after a long healthy spell).
@@ -254,7 +270,8 @@ impl Health {
     /// Ejects the endpoint at `now`; returns how long for. Each ejection lasts the base time times the number
     /// of ejections so far (capped); the count is forgotten once the endpoint has stayed healthy for the longest
     /// ejection time.
-    pub fn eject(&self, settings: &OutlierSettings, now: Instant) -> Duration {
+    pub fn eject(&self, settings: &OutlierSettings, reason: EjectReason, now: Instant) -> Duration {
+        self.ejected_unreachable.store(reason == EjectReason::ConnectFailures, Ordering::Relaxed);
         let at = self.micros(now);
         let quiet = settings.max_ejection.as_micros() as u64;
         let last_end = self.last_ejection_end.load(Ordering::Relaxed);
@@ -309,13 +326,13 @@ mod tests {
         let h = Health::default();
         let s = settings();
         let t0 = Instant::now();
-        assert_eq!(h.eject(&s, t0), Duration::from_secs(10));
+        assert_eq!(h.eject(&s, EjectReason::Failures, t0), Duration::from_secs(10));
         assert!(h.is_ejected(t0 + Duration::from_secs(9)));
         assert!(!h.is_ejected(t0 + Duration::from_secs(11)));
-        assert_eq!(h.eject(&s, t0 + Duration::from_secs(11)), Duration::from_secs(20));
-        assert_eq!(h.eject(&s, t0 + Duration::from_secs(40)), Duration::from_secs(25));
+        assert_eq!(h.eject(&s, EjectReason::Failures, t0 + Duration::from_secs(11)), Duration::from_secs(20));
+        assert_eq!(h.eject(&s, EjectReason::Failures, t0 + Duration::from_secs(40)), Duration::from_secs(25));
         // A long healthy spell (longer than the longest ejection) forgets the count.
-        assert_eq!(h.eject(&s, t0 + Duration::from_secs(200)), Duration::from_secs(10));
+        assert_eq!(h.eject(&s, EjectReason::Failures, t0 + Duration::from_secs(200)), Duration::from_secs(10));
     }
 
     #[test]

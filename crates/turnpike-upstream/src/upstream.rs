@@ -202,7 +202,7 @@ impl Upstream {
             );
             return;
         }
-        let duration = health.eject(settings, now);
+        let duration = health.eject(settings, reason, now);
         tracing::warn!(
             upstream = %self.id, endpoint = %entry.endpoint.addr, reason = reason.as_str(),
             seconds = duration.as_secs_f64(), "outlier detection: endpoint ejected"

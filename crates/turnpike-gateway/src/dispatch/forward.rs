@@ -72,7 +72,12 @@ pub(crate) async fn forward(
     let ticket = match &upstream.breaker {
         Some(settings) => match state.breaker.admit(settings, start) {
             Ok(ticket) => Some(ticket),
-            Err(retry_after) => return Err(GatewayError::CircuitOpen { upstream: upstream.id.clone(), retry_after }),
+            Err(retry_after) => {
+                return match &upstream.fallback {
+                    Some(fallback) => Ok(fallback_response(fallback, cx, &snap.server)),
+                    None => Err(GatewayError::CircuitOpen { upstream: upstream.id.clone(), retry_after }),
+                };
+            }
         },
         None => None,
     };
@@ -207,6 +212,30 @@ pub(crate) async fn forward(
         tracing::debug!(upstream = %upstream.id, endpoint = %endpoint.addr, error = %error, "retrying");
         backoff(policy.backoff(attempt), deadline).await;
     }
+}
+
+/// The upstream's configured answer while its breaker is open.
+fn fallback_response(
+    fallback: &turnpike_upstream::Fallback,
+    cx: &mut Cx,
+    server: &crate::snapshot::ServerSettings,
+) -> Response<ResponseBody> {
+    cx.error = Some("circuit-open");
+    let body = match &fallback.body {
+        Some(bytes) => Body::full(bytes.clone()),
+        None => Body::empty(),
+    };
+    let mut resp = Response::new(ResponseBody::local(body));
+    *resp.status_mut() = fallback.status;
+    let headers = resp.headers_mut();
+    if fallback.body.is_some() {
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    for (name, value) in &fallback.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(server.request_id_header.clone(), cx.request_id.header_value().clone());
+    resp
 }
 
 /// Whether a retry may start now: time is left and the upstream's retry budget has room. Says why not in the

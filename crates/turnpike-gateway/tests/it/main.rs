@@ -10,6 +10,7 @@ mod edge;
 mod forwarding;
 mod limits;
 mod reload;
+mod resilience;
 mod routing;
 mod smoke;
 mod support;

@@ -1,0 +1,369 @@
+//! Upstream resilience end to end: active health checks and outlier ejection, retries (idempotency, replayable
+//! bodies, the budget), the circuit breaker across a reload, the concurrency limit and consistent hashing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::Request;
+use turnpike_test::client::{empty, full};
+use turnpike_test::{Client, MockReply, MockUpstream, TestGateway, eventually, refused_addr};
+
+/// One listener, one upstream `backend` with `endpoints` and `upstream_extra` (lines indented four spaces), one
+/// route `api` on `/api` with `route_extra`.
+fn config(endpoints: &[String], upstream_extra: &str, route_extra: &str) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!(r#""{e}""#)).collect();
+    format!(
+        r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+upstreams:
+  backend:
+    endpoints: [{}]
+{upstream_extra}
+routes:
+  - id: api
+    match: {{ prefix: /api }}
+    upstream: backend
+{route_extra}
+"#,
+        list.join(", ")
+    )
+}
+
+fn addrs(mocks: &[&MockUpstream]) -> Vec<String> {
+    mocks.iter().map(|m| m.addr().to_string()).collect()
+}
+
+/// A mock that answers 200 with its `name` in the body (and 200 on `/health`).
+async fn named(name: &'static str) -> MockUpstream {
+    MockUpstream::start(move |_| MockReply::text(200, name)).await
+}
+
+fn post(url: &str, body: &'static str) -> Request<turnpike_test::client::Body> {
+    Request::post(url).body(full(body)).expect("valid request")
+}
+
+fn available(gw: &TestGateway, addr: std::net::SocketAddr) -> bool {
+    let snap = gw.handle.snapshot();
+    let upstream = &snap.upstreams["backend"];
+    upstream.endpoints.iter().find(|e| e.endpoint.addr == addr).is_some_and(|e| e.endpoint.health.is_available())
+}
+
+#[tokio::test]
+async fn a_killed_endpoint_costs_clients_nothing_is_ejected_and_comes_back() {
+    let a = named("a").await;
+    let b = named("b").await;
+    let c = named("c").await;
+    let b_addr = b.addr();
+    let upstream = "    balance: round_robin
+    health_check: { path: /health, interval: 100ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2, jitter: 0s }";
+    let gw = TestGateway::start(&config(&addrs(&[&a, &b, &c]), upstream, "")).await;
+    let client = Client::h1();
+    let mut seen = HashMap::new();
+    for i in 0..90 {
+        if i == 30 {
+            b.kill();
+        }
+        let reply = client.get(&gw.url("/api/items")).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+        *seen.entry(reply.text()).or_insert(0) += 1;
+    }
+    assert!(seen.get("b").copied().unwrap_or(0) >= 5, "b served before it died: {seen:?}");
+    // Passive ejection (3 connect failures in a row at most) or the active checker took it out.
+    assert!(eventually(Duration::from_secs(5), || !available(&gw, b_addr)).await, "the dead endpoint is still in use");
+    let log = gw.access_log(90).await;
+    assert!(log.iter().any(|l| l["attempts"] == 2), "no request was retried: the kill went unnoticed");
+    let checker_says_down = || {
+        let snap = gw.handle.snapshot();
+        snap.upstreams["backend"].endpoints.iter().any(|e| e.endpoint.addr == b_addr && !e.endpoint.health.active_up())
+    };
+    assert!(eventually(Duration::from_secs(5), checker_says_down).await, "the active checker did not see it die");
+
+    // It comes back on the same address: the active checker re-admits it.
+    let _b2 = MockUpstream::start_at(b_addr, |_| MockReply::text(200, "b")).await;
+    assert!(
+        eventually(Duration::from_secs(5), || available(&gw, b_addr)).await,
+        "the endpoint was not re-admitted: {:?}",
+        gw.handle.snapshot().upstreams["backend"].endpoints
+    );
+    let mut back = 0;
+    for _ in 0..30 {
+        let reply = client.get(&gw.url("/api/items")).await;
+        assert_eq!(reply.status, 200);
+        back += usize::from(reply.text() == "b");
+    }
+    assert!(back >= 5, "b gets no traffic after coming back ({back})");
+}
+
+#[tokio::test]
+async fn a_get_is_retried_on_another_endpoint_and_a_post_is_not() {
+    let bad = MockUpstream::start(|_| MockReply::text(503, "bad")).await;
+    let good = named("good").await;
+    let upstream = "    balance: round_robin\n    outlier_detection: { enabled: false }";
+    let gw = TestGateway::start(&config(&addrs(&[&bad, &good]), upstream, "")).await;
+    let client = Client::h1();
+    for _ in 0..10 {
+        let reply = client.get(&gw.url("/api/x")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "good");
+    }
+    let bad_gets = bad.count();
+    assert!(bad_gets >= 3, "round robin never tried the bad endpoint ({bad_gets})");
+
+    let mut refused = 0;
+    for _ in 0..10 {
+        let reply = client.send(post(&gw.url("/api/x"), "order")).await;
+        refused += usize::from(reply.status == 503);
+    }
+    let bad_posts = bad.count() - bad_gets;
+    let good_posts = good.requests().iter().filter(|r| r.method == http::Method::POST).count();
+    // Every POST reached exactly one endpoint: the ones that landed on the bad endpoint got its 503.
+    assert_eq!(bad_posts + good_posts, 10, "a POST was sent twice");
+    assert_eq!(refused, bad_posts);
+    assert!(bad_posts >= 3);
+}
+
+#[tokio::test]
+async fn a_post_whose_connection_was_refused_goes_elsewhere() {
+    let good = MockUpstream::echo().await;
+    let endpoints = vec![refused_addr().to_string(), good.addr().to_string()];
+    let upstream = "    balance: round_robin\n    outlier_detection: { enabled: false }";
+    let gw = TestGateway::start(&config(&endpoints, upstream, "")).await;
+    let client = Client::h1();
+    for i in 0..6 {
+        let reply = client.send(post(&gw.url("/api/orders"), "{\"n\":1}")).await;
+        assert_eq!(reply.status, 200, "POST {i}");
+        assert_eq!(reply.json()["body"], "{\"n\":1}");
+    }
+    assert_eq!(good.count(), 6);
+}
+
+#[tokio::test]
+async fn a_small_body_is_replayed_and_a_large_one_is_sent_once() {
+    let bad = MockUpstream::start(|_| MockReply::text(502, "bad")).await;
+    let good = MockUpstream::echo().await;
+    let upstream = "    balance: round_robin
+    outlier_detection: { enabled: false }
+    retry: { max_buffer: 1KiB }";
+    let gw = TestGateway::start(&config(&addrs(&[&bad, &good]), upstream, "")).await;
+    let client = Client::h1();
+    for _ in 0..4 {
+        let reply = client.send(Request::put(gw.url("/api/doc")).body(full("small")).unwrap()).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["body"], "small");
+    }
+    let large = "x".repeat(4096);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let reply = client.send(Request::put(gw.url("/api/doc")).body(full(large.clone())).unwrap()).await;
+        statuses.push(reply.status.as_u16());
+    }
+    // Round robin: half of them land on the bad endpoint and cannot be replayed.
+    assert!(statuses.contains(&502) && statuses.contains(&200), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_retry_budget_stops_retry_storms() {
+    let a = MockUpstream::start(|_| MockReply::text(503, "down")).await;
+    let b = MockUpstream::start(|_| MockReply::text(503, "down")).await;
+    let upstream = "    outlier_detection: { enabled: false }
+    retry: { attempts: 3, backoff_base: 1ms, backoff_max: 1ms }
+    retry_budget: { percent: 20, min_per_second: 0 }";
+    let gw = TestGateway::start(&config(&addrs(&[&a, &b]), upstream, "")).await;
+    let client = Client::h1();
+    let requests = 100;
+    for _ in 0..requests {
+        assert_eq!(client.get(&gw.url("/api/x")).await.status, 503);
+    }
+    let attempts = a.count() + b.count();
+    // Without a budget: 300 attempts. With it: the requests plus 20 % of them.
+    assert!(attempts > requests, "nothing was retried");
+    assert!(attempts <= requests + requests / 5 + 1, "{attempts} attempts for {requests} requests");
+    let log = gw.access_log(requests).await;
+    assert!(log.iter().any(|l| l["retry_stopped"] == "budget_exhausted"), "the log does not say the budget ran out");
+}
+
+/// Mock modes for the breaker test.
+const FAIL: u8 = 0;
+const SLOW_OK: u8 = 1;
+const OK: u8 = 2;
+
+fn breaker_config(addr: &str, failure_count: u32) -> String {
+    let upstream = format!(
+        "    outlier_detection: {{ enabled: false }}
+    retry: {{ attempts: 1 }}
+    circuit_breaker: {{ failure_count: {failure_count}, failure_percent: 0, min_requests: 3, open_duration: 1s, half_open_requests: 2, success_threshold: 2 }}"
+    );
+    config(&[addr.to_string()], &upstream, "")
+}
+
+#[tokio::test]
+async fn the_breaker_opens_fails_fast_probes_closes_and_survives_a_reload() {
+    let mode = Arc::new(AtomicU8::new(FAIL));
+    let m = mode.clone();
+    let mock = MockUpstream::start(move |_| match m.load(Ordering::SeqCst) {
+        FAIL => MockReply::text(500, "boom"),
+        SLOW_OK => MockReply::text(200, "ok").delay(Duration::from_millis(800)),
+        _ => MockReply::text(200, "ok"),
+    })
+    .await;
+    let addr = mock.addr().to_string();
+    let gw = TestGateway::start(&breaker_config(&addr, 3)).await;
+    let client = Client::h1();
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/api/x")).await.status, 500);
+    }
+    // Open: answered at once, without calling the upstream.
+    let reply = client.get(&gw.url("/api/x")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+    assert_eq!(reply.json()["type"], "https://turnpike.dev/problems/circuit-open");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(mock.count(), 3);
+
+    // A reload that changes the threshold does not close the tripped breaker.
+    gw.reload(&breaker_config(&addr, 5)).unwrap();
+    assert_eq!(client.get(&gw.url("/api/x")).await.status, 503);
+    assert_eq!(mock.count(), 3);
+
+    // Half-open after the open time: exactly two probes reach the upstream, the others are refused.
+    mode.store(SLOW_OK, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let url = gw.url("/api/x");
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (client, url) = (Client::h1(), url.clone());
+            tokio::spawn(async move { client.get(&url).await.status.as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503, 503, 503]);
+    assert_eq!(mock.count(), 5);
+    // Two successful probes closed it.
+    mode.store(OK, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(client.get(&gw.url("/api/x")).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn an_open_breaker_can_answer_with_a_fallback() {
+    let mock = MockUpstream::start(|_| MockReply::text(500, "boom")).await;
+    let upstream = r#"    outlier_detection: { enabled: false }
+    retry: { attempts: 1 }
+    circuit_breaker:
+      failure_count: 2
+      min_requests: 2
+      fallback: { status: 200, headers: { x-fallback: "1" }, body: { items: [], degraded: true } }"#;
+    let gw = TestGateway::start(&config(&[mock.addr().to_string()], upstream, "")).await;
+    let client = Client::h1();
+    for _ in 0..2 {
+        assert_eq!(client.get(&gw.url("/api/items")).await.status, 500);
+    }
+    let reply = client.get(&gw.url("/api/items")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-fallback"), Some("1"));
+    assert_eq!(reply.json(), serde_json::json!({ "items": [], "degraded": true }));
+    assert_eq!(mock.count(), 2);
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_sheds_instead_of_queueing_forever() {
+    let mock = MockUpstream::start(|_| MockReply::text(200, "ok").delay(Duration::from_millis(300))).await;
+    let upstream = "    retry: { attempts: 1 }\n    concurrency_limit: { max_in_flight: 2, max_queued: 1 }";
+    let gw = TestGateway::start(&config(&[mock.addr().to_string()], upstream, "")).await;
+    let url = gw.url("/api/slow");
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let reply = Client::h1().get(&url).await;
+                (reply.status.as_u16(), reply.header("retry-after").map(str::to_string))
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut shed = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            (200, _) => ok += 1,
+            (503, Some(_)) => shed += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // Two in flight and one queued get through; the other three are shed at once.
+    assert_eq!((ok, shed), (3, 3));
+}
+
+#[tokio::test]
+async fn consistent_hashing_keeps_keys_in_place_and_moves_few_when_an_endpoint_goes() {
+    let mut mocks = Vec::new();
+    for i in 0..10 {
+        let name = format!("e{i}");
+        mocks.push(MockUpstream::start(move |_| MockReply::text(200, name.clone())).await);
+    }
+    let all: Vec<String> = mocks.iter().map(|m| m.addr().to_string()).collect();
+    let upstream = "    balance: consistent_hash\n    hash_on: { header: x-user }";
+    let gw = TestGateway::start(&config(&all, upstream, "")).await;
+    let client = Client::h1();
+    let keys = 300;
+    let mut before = Vec::new();
+    for k in 0..keys {
+        let req = Request::get(gw.url("/api/me")).header("x-user", format!("user-{k}")).body(empty()).unwrap();
+        before.push(client.send(req).await.text());
+    }
+    // The same key goes to the same endpoint.
+    for (k, expected) in before.iter().enumerate().take(20) {
+        let req = Request::get(gw.url("/api/me")).header("x-user", format!("user-{k}")).body(empty()).unwrap();
+        assert_eq!(&client.send(req).await.text(), expected);
+    }
+    let spread: std::collections::HashSet<&String> = before.iter().collect();
+    assert_eq!(spread.len(), 10, "keys did not spread over every endpoint");
+
+    let mut fewer = all.clone();
+    fewer.remove(4);
+    gw.reload(&config(&fewer, upstream, "")).unwrap();
+    let mut moved = 0;
+    for (k, was) in before.iter().enumerate() {
+        let req = Request::get(gw.url("/api/me")).header("x-user", format!("user-{k}")).body(empty()).unwrap();
+        let now = client.send(req).await.text();
+        assert_ne!(now, "e4");
+        moved += usize::from(&now != was);
+    }
+    let share = moved as f64 / keys as f64;
+    // The removed endpoint's tenth has to move; little else may.
+    assert!(share <= 0.16, "{moved} of {keys} keys moved");
+}
+
+#[tokio::test]
+async fn panic_mode_and_fail_mode_when_no_endpoint_is_healthy() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let mock = MockUpstream::start(move |r| {
+        if r.uri.path() == "/health" {
+            MockReply::text(500, "sick")
+        } else {
+            h.fetch_add(1, Ordering::SeqCst);
+            MockReply::text(200, "served anyway")
+        }
+    })
+    .await;
+    let check = "    health_check: { path: /health, interval: 50ms, unhealthy_threshold: 1, jitter: 0s }";
+    let gw = TestGateway::start(&config(&[mock.addr().to_string()], check, "")).await;
+    assert!(eventually(Duration::from_secs(5), || !available(&gw, mock.addr())).await);
+    // Panic mode (the default): the only endpoint is unhealthy, traffic goes to it anyway.
+    let client = Client::h1();
+    assert_eq!(client.get(&gw.url("/api/x")).await.text(), "served anyway");
+    gw.reload(&config(&[mock.addr().to_string()], &format!("{check}\n    when_all_unhealthy: fail"), "")).unwrap();
+    let reply = client.get(&gw.url("/api/x")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["type"], "https://turnpike.dev/problems/no-healthy-endpoint");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
