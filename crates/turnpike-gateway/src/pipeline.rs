@@ -426,13 +426,24 @@ fn routing_host(parts: &Parts) -> Option<Cow<'_, str>> {
 }
 
 fn strip_port(authority: &str) -> &str {
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    if authority.starts_with('[') {
-        return authority.find(']').map_or(authority, |end| &authority[..=end]);
+    // One pass over a short string (this runs for every request): the host starts after the last `@` (userinfo
+    // of an absolute target) and ends at the last `:` when only digits follow it.
+    let bytes = authority.as_bytes();
+    let (mut start, mut colon) = (0, None);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'@' => (start, colon) = (i + 1, None),
+            b':' => colon = Some(i),
+            _ => {}
+        }
     }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
+    let host = &authority[start..];
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match colon {
+        Some(i) if bytes[i + 1..].iter().all(u8::is_ascii_digit) => &authority[start..i],
+        _ => host,
     }
 }
 

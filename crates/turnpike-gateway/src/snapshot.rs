@@ -168,17 +168,23 @@ impl ListenerSettings {
 pub struct Route {
     /// Its id.
     pub id: Arc<str>,
-    /// Where it forwards.
+    /// Where it forwards (the default target; `split` and `variants` may choose another).
     pub upstream: Arc<Upstream>,
+    /// A weighted split between upstreams (empty: none), with cumulative weights.
+    pub split: Vec<(Arc<Upstream>, u32)>,
+    /// Variants pinned by a header or cookie, checked first.
+    pub variants: Vec<Variant>,
+    /// Request mirroring.
+    pub mirror: Option<Mirror>,
     /// How it rewrites the path.
     pub rewrite: Option<CompiledRewrite>,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_size: u64,
-    /// Deadline for the upstream's response head (504 beyond), retries included; the upstream's own unless the
-    /// route overrides it.
-    pub timeout: Duration,
-    /// Retries (the upstream's unless the route has its own).
-    pub retry: Arc<turnpike_upstream::RetryPolicy>,
+    /// Deadline for the upstream's response head (504 beyond), retries included, when the route sets its own
+    /// (else the chosen upstream's `request_timeout`).
+    pub timeout: Option<Duration>,
+    /// The route's own retries (else the chosen upstream's).
+    pub retry: Option<Arc<turnpike_upstream::RetryPolicy>>,
     /// Addresses allowed on this route.
     pub ip_filter: Option<IpFilter>,
     /// CORS policy.
@@ -191,4 +197,73 @@ pub struct Route {
     pub authorize: Option<Authorizer>,
     /// Whether the upstream gets a gateway-signed identity token.
     pub gateway_token: bool,
+}
+
+/// A variant of a route pinned by a header or cookie value.
+#[derive(Debug)]
+pub struct Variant {
+    /// Where matching requests go.
+    pub upstream: Arc<Upstream>,
+    /// What they carry.
+    pub on: VariantMatch,
+}
+
+/// What pins a request to a variant.
+#[derive(Debug)]
+pub enum VariantMatch {
+    /// A header with an exact value.
+    Header(http::HeaderName, String),
+    /// A cookie with an exact value.
+    Cookie(String, String),
+}
+
+/// Request mirroring of a route.
+#[derive(Debug)]
+pub struct Mirror {
+    /// The upstream that receives copies.
+    pub upstream: Arc<Upstream>,
+    /// Requests mirrored per million.
+    pub per_million: u32,
+    /// Largest body mirrored.
+    pub max_body: u64,
+    /// Copies in flight at most.
+    pub max_in_flight: u32,
+}
+
+impl Route {
+    /// The upstream this request goes to: a matching variant, else a draw from the split, else the default.
+    pub fn target(&self, headers: &http::HeaderMap) -> &Arc<Upstream> {
+        for v in &self.variants {
+            let hit = match &v.on {
+                VariantMatch::Header(name, value) => {
+                    headers.get(name).is_some_and(|h| h.as_bytes() == value.as_bytes())
+                }
+                VariantMatch::Cookie(name, value) => cookie(headers, name) == Some(value.as_str()),
+            };
+            if hit {
+                return &v.upstream;
+            }
+        }
+        if let Some((_, total)) = self.split.last()
+            && *total > 0
+        {
+            let draw = (turnpike_upstream::fast_random() % u64::from(*total)) as u32;
+            if let Some((upstream, _)) = self.split.iter().find(|(_, upto)| draw < *upto) {
+                return upstream;
+            }
+        }
+        &self.upstream
+    }
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim())
 }

@@ -30,7 +30,7 @@ pub use upstream::{
 };
 
 /// A fast thread-local random number (wyrand), for balancing decisions; not for secrets.
-pub(crate) fn fast_random() -> u64 {
+pub fn fast_random() -> u64 {
     use std::cell::Cell;
     use std::hash::{BuildHasher, RandomState};
     thread_local! {

@@ -56,6 +56,22 @@ impl RetryPolicy {
         }
     }
 
+    /// The default without a `retry` block: one more attempt on another endpoint when no connection could be
+    /// opened (the request never left, so this is safe for any method and costs nothing on the way).
+    pub fn connect_only() -> Self {
+        Self {
+            attempts: 2,
+            on: RetryOn { connect_failure: true, reset: false, timeout: false, statuses: Vec::new() },
+            ..Self::none()
+        }
+    }
+
+    /// Whether a request that reached the upstream may be tried again at all (on a reset, a timeout or a
+    /// status): only then is a copy of the request kept.
+    pub fn retries_after_sending(&self) -> bool {
+        self.attempts > 1 && (self.on.reset || self.on.timeout || !self.on.statuses.is_empty())
+    }
+
     /// Whether `method` may be sent again after it reached the upstream.
     pub fn may_replay(&self, method: &Method) -> bool {
         self.non_idempotent || is_idempotent(method)

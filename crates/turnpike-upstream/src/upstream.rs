@@ -157,6 +157,8 @@ pub struct UpstreamState {
     pub breaker: Breaker,
     /// Requests in flight and queued, for the concurrency limit.
     pub limiter: Limiter,
+    /// Mirrored copies in flight to this upstream.
+    pub mirrored: std::sync::atomic::AtomicU32,
 }
 
 impl Upstream {

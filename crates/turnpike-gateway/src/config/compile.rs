@@ -29,7 +29,9 @@ use turnpike_upstream::{
 
 use super::document::*;
 use super::resilience;
-use crate::snapshot::{ListenerProtocol, ListenerSettings, Route, ServerSettings, Snapshot, TrustIncoming};
+use crate::snapshot::{
+    ListenerProtocol, ListenerSettings, Mirror, Route, ServerSettings, Snapshot, TrustIncoming, Variant, VariantMatch,
+};
 use crate::state::State;
 
 /// The most endpoints an upstream may list (after name resolution).
@@ -66,6 +68,9 @@ pub fn compile(
     format!("{doc:?}").hash(&mut hasher);
     Ok(Snapshot { generation, config_hash: hasher.finish(), server, listeners, routes, upstreams })
 }
+
+/// A route's targets: the default upstream, the split (cumulative weights), variants and mirror.
+type Targets = (Arc<Upstream>, Vec<(Arc<Upstream>, u32)>, Vec<Variant>, Option<Mirror>);
 
 struct Compiler<'a> {
     root: &'a Node,
@@ -500,9 +505,11 @@ impl Compiler<'_> {
             for issue in issues {
                 self.error(&join(&u.path, &issue.path), issue.message);
             }
-            let retry = self
-                .policy(&u.path.clone().key("retry"), u.retry.compile())
-                .unwrap_or_else(|| Arc::new(RetryPolicy::none()));
+            let retry = match &u.retry {
+                Some(retry) => self.policy(&u.path.clone().key("retry"), retry.compile()),
+                None => Some(Arc::new(RetryPolicy::connect_only())),
+            }
+            .unwrap_or_else(|| Arc::new(RetryPolicy::none()));
             let budget = self.policy(&u.path.clone().key("retry_budget"), u.retry_budget.compile()).unwrap_or_default();
             let (breaker, fallback) = match &u.circuit_breaker {
                 Some(b) => match self.policy(&u.path.clone().key("circuit_breaker"), b.compile()) {
@@ -553,6 +560,113 @@ impl Compiler<'_> {
         out
     }
 
+    /// A route's `upstream` (or `split`), `variants` and `mirror`, resolved.
+    fn targets(
+        &mut self,
+        r: &RouteConfig,
+        base: &Path,
+        upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
+        doc: &Document,
+        known: &[&str],
+    ) -> Option<Targets> {
+        let errors = self.errors.len();
+        let primary = match (&r.upstream, r.split.is_empty()) {
+            (Some(id), true) => self.upstream_ref(&base.clone().key("upstream"), id, upstreams, doc, known),
+            (None, false) => None,
+            (Some(_), false) => {
+                self.error(&base.clone().key("split"), "give `upstream` or `split`, not both");
+                None
+            }
+            (None, true) => {
+                self.error(&base.clone().key("upstream"), "a route needs `upstream` (or `split`)");
+                None
+            }
+        };
+        let mut split = Vec::new();
+        let mut total = 0u32;
+        for (i, entry) in r.split.iter().enumerate() {
+            let path = base.clone().key("split").index(i);
+            if entry.weight > 10_000 {
+                self.error(&path.clone().key("weight"), "a weight is 0 to 10000");
+            }
+            if let Some(u) = self.upstream_ref(&path.key("upstream"), &entry.upstream, upstreams, doc, known) {
+                total += entry.weight.min(10_000);
+                split.push((u, total));
+            }
+        }
+        if !r.split.is_empty() && total == 0 && self.errors.len() == errors {
+            self.error(&base.clone().key("split"), "every weight is 0: no request could be routed");
+        }
+        let mut variants = Vec::new();
+        for (i, v) in r.variants.iter().enumerate() {
+            let path = base.clone().key("variants").index(i);
+            let on = match (&v.header, &v.cookie) {
+                (Some(h), None) => match HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()) {
+                    Ok(name) => Some(VariantMatch::Header(name, h.value.clone())),
+                    Err(_) => {
+                        self.error(&path.clone().key("header").key("name"), "not a header name");
+                        None
+                    }
+                },
+                (None, Some(c)) if !c.name.is_empty() => Some(VariantMatch::Cookie(c.name.clone(), c.value.clone())),
+                _ => {
+                    self.error(&path, "give exactly one of `header` and `cookie`");
+                    None
+                }
+            };
+            if let (Some(upstream), Some(on)) =
+                (self.upstream_ref(&path.key("upstream"), &v.upstream, upstreams, doc, known), on)
+            {
+                variants.push(Variant { upstream, on });
+            }
+        }
+        let mirror = match &r.mirror {
+            Some(m) => {
+                let path = base.clone().key("mirror");
+                if !(0.0..=100.0).contains(&m.percent) {
+                    self.error(&path.clone().key("percent"), "a percentage, 0 to 100");
+                }
+                if m.max_in_flight == 0 {
+                    self.error(&path.clone().key("max_in_flight"), "must be at least 1");
+                }
+                self.upstream_ref(&path.key("upstream"), &m.upstream, upstreams, doc, known).map(|upstream| Mirror {
+                    upstream,
+                    per_million: (m.percent * 10_000.0).round() as u32,
+                    max_body: m.max_body.into(),
+                    max_in_flight: m.max_in_flight,
+                })
+            }
+            None => None,
+        };
+        let default = primary.or_else(|| split.iter().max_by_key(|(_, w)| *w).map(|(u, _)| u.clone()))?;
+        (self.errors.len() == errors).then_some((default, split, variants, mirror))
+    }
+
+    /// The upstream `id` names, or an error at `path` with a suggestion.
+    fn upstream_ref(
+        &mut self,
+        path: &Path,
+        id: &str,
+        upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
+        doc: &Document,
+        known: &[&str],
+    ) -> Option<Arc<Upstream>> {
+        if let Some(u) = upstreams.get(id) {
+            return Some(u.clone());
+        }
+        let mut e = ConfigError::at(self.root, path, format!("unknown upstream `{id}`"));
+        if let Some(suggestion) = did_you_mean(id, known) {
+            e = e.with_help(format!("did you mean `{suggestion}`?"));
+        } else if !doc.upstreams.contains_key(id) {
+            e = e.with_help(format!(
+                "defined upstreams: {}",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ));
+        }
+        self.errors.push(e);
+        None
+    }
+
     fn routes(
         &mut self,
         doc: &Document,
@@ -580,26 +694,7 @@ impl Compiler<'_> {
                     format!("route id `{}` is used twice (first at line {})", r.id, at.line),
                 );
             }
-            let upstream = match upstreams.get(r.upstream.as_str()) {
-                Some(u) => Some(u.clone()),
-                None => {
-                    let mut e = ConfigError::at(
-                        self.root,
-                        &base.clone().key("upstream"),
-                        format!("unknown upstream `{}`", r.upstream),
-                    );
-                    if let Some(suggestion) = did_you_mean(&r.upstream, &known) {
-                        e = e.with_help(format!("did you mean `{suggestion}`?"));
-                    } else if !doc.upstreams.contains_key(&r.upstream) {
-                        e = e.with_help(format!(
-                            "defined upstreams: {}",
-                            if known.is_empty() { "none".into() } else { known.join(", ") }
-                        ));
-                    }
-                    self.errors.push(e);
-                    None
-                }
-            };
+            let targets = self.targets(r, &base, upstreams, doc, &known);
             let Some(path_match) = self.path_match(&base, &r.matcher) else { continue };
             let methods = self.methods(&base, &r.matcher.methods);
             let headers = self.headers(&base, &r.matcher.headers);
@@ -620,18 +715,16 @@ impl Compiler<'_> {
                     }
                 }
             };
-            let (Some(upstream), Some(methods), Some(headers), Some(query)) = (upstream, methods, headers, query)
+            let (Some((upstream, split, variants, mirror)), Some(methods), Some(headers), Some(query)) =
+                (targets, methods, headers, query)
             else {
                 continue;
             };
-            let timeout = r.timeout.map_or(upstream.timeouts.request, Into::into);
-            let retry = match &r.retry {
-                Some(retry) => self.policy(&base.clone().key("retry"), retry.compile()),
-                None => Some(upstream.retry.clone()),
-            };
-            if timeout.is_zero() {
+            let timeout: Option<std::time::Duration> = r.timeout.map(Into::into);
+            if timeout.is_some_and(|t| t.is_zero()) {
                 self.error(&base.clone().key("timeout"), "must be longer than 0");
             }
+            let retry = r.retry.as_ref().and_then(|retry| self.policy(&base.clone().key("retry"), retry.compile()));
             let ip_filter =
                 r.ip_filter.as_ref().map(|c| self.policy(&base.clone().key("ip_filter"), IpFilter::compile(c)));
             let cors = r.cors.as_ref().map(|c| self.policy(&base.clone().key("cors"), Cors::compile(c, &methods)));
@@ -650,10 +743,13 @@ impl Compiler<'_> {
             let route = Route {
                 id: Arc::from(r.id.as_str()),
                 upstream,
+                split,
+                variants,
+                mirror,
                 rewrite,
                 max_body_size: r.max_body_size.map_or(default_body, Into::into),
                 timeout,
-                retry: retry.unwrap_or_else(|| Arc::new(RetryPolicy::none())),
+                retry,
                 ip_filter,
                 cors,
                 validate,

@@ -396,10 +396,13 @@ pub struct UpstreamConfig {
     /// When no endpoint is healthy: `panic` (the default: send to all of them anyway) or `fail` (503).
     #[serde(default)]
     pub when_all_unhealthy: WhenAllUnhealthyConfig,
-    /// Retries of the routes to this upstream (a route can set its own). Default: 2 attempts, on connect
-    /// failures, resets, timeouts and 502/503/504, for idempotent methods.
+    /// Retries of the routes to this upstream (a route can set its own). Without it, a request whose
+    /// connection could not be opened (it never left) is tried once more on another endpoint, and nothing else is
+    /// retried. With it (even `retry: {}`): 2 attempts by default, on connect failures, resets, timeouts and
+    /// 502/503/504, for idempotent methods. Retrying after a request was sent costs a copy of its head per
+    /// request.
     #[serde(default)]
-    pub retry: RetryConfig,
+    pub retry: Option<RetryConfig>,
     /// The retry budget.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
@@ -562,8 +565,21 @@ pub struct RouteConfig {
     /// What requests it matches. Absent: every request (`prefix: /`).
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
-    /// The id of the upstream it forwards to.
-    pub upstream: String,
+    /// The id of the upstream it forwards to. Give this or `split`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// A weighted split of the traffic between upstreams, instead of `upstream` (a canary:
+    /// `[{upstream: orders-v2, weight: 5}, {upstream: orders, weight: 95}]`). Each request is drawn at random.
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
+    /// Variants pinned by a header or cookie value (A/B tests, testers opting in), checked before `split` and
+    /// `upstream`: the first that matches decides.
+    #[serde(default)]
+    pub variants: Vec<VariantConfig>,
+    /// Mirror (shadow) a share of the requests to another upstream: fire and forget, its response discarded, the
+    /// client never waits for it.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
     /// How the path is rewritten before forwarding. Absent: the (normalized) path is forwarded as is.
     #[serde(default)]
     pub rewrite: Option<RewriteConfig>,
@@ -644,4 +660,66 @@ pub enum RewriteConfig {
     /// Replace the path by a template filled with the params the route's path captured:
     /// `{ path: "/users/{id}" }` for a route matching `/v2/users/{id}`.
     Path(String),
+}
+
+/// One upstream of a traffic split.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// The upstream id.
+    pub upstream: String,
+    /// Its share relative to the other entries (0 to 10000; 0 takes it out).
+    pub weight: u32,
+}
+
+/// A variant pinned by a header or a cookie: give `header` or `cookie`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    /// The upstream id.
+    pub upstream: String,
+    /// A request header with this exact value.
+    #[serde(default)]
+    pub header: Option<NameValueConfig>,
+    /// A cookie with this exact value.
+    #[serde(default)]
+    pub cookie: Option<NameValueConfig>,
+}
+
+/// A name and a value.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameValueConfig {
+    /// The name (header names are case-insensitive).
+    pub name: String,
+    /// The exact value.
+    pub value: String,
+}
+
+/// Request mirroring.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The upstream id that receives the copies. Its `Host` gets `-shadow` appended, so it can tell them apart.
+    pub upstream: String,
+    /// The share of requests mirrored, in percent (0 to 100, fractions allowed).
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+    /// Requests with a larger body (or one of unknown length) are not mirrored.
+    #[serde(default = "default_mirror_body")]
+    pub max_body: ByteSize,
+    /// Copies in flight at most; beyond that, requests are not mirrored (a slow or hanging mirror costs bounded
+    /// memory).
+    #[serde(default = "default_mirror_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_mirror_percent() -> f64 {
+    100.0
+}
+fn default_mirror_body() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_mirror_in_flight() -> u32 {
+    256
 }

@@ -365,7 +365,7 @@ impl RetryConfig {
             positive("per_try_timeout", d, &mut issues);
         }
         for (i, s) in self.statuses.iter().enumerate() {
-            if StatusCode::from_u16(*s).is_err() || *s < 100 {
+            if !(100..=599).contains(s) {
                 issues.push(ConfigIssue::new(format!("statuses[{i}]"), "a status from 100 to 599"));
             }
         }
@@ -501,10 +501,13 @@ impl CircuitBreakerConfig {
             issues.push(ConfigIssue::new("success_threshold", "1 to `half_open_requests`"));
         }
         let fallback = self.fallback.as_ref().map(|f| {
-            let status = StatusCode::from_u16(f.status).unwrap_or_else(|_| {
-                issues.push(ConfigIssue::new("fallback.status", "a status from 100 to 599"));
-                StatusCode::SERVICE_UNAVAILABLE
-            });
+            let status = match StatusCode::from_u16(f.status) {
+                Ok(status) if (100..=599).contains(&f.status) => status,
+                _ => {
+                    issues.push(ConfigIssue::new("fallback.status", "a status from 100 to 599"));
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
             let mut headers = Vec::new();
             for (name, value) in &f.headers {
                 match (HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()), HeaderValue::from_str(value)) {

@@ -53,11 +53,12 @@ pub(crate) async fn forward(
     body: Body,
     upstream_path: Option<PathAndQuery>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let upstream = &route.upstream;
+    let upstream = route.target(&head.headers);
     let state = &upstream.state;
     cx.upstream = Some(upstream.id.clone());
     let start = Instant::now();
-    let deadline = start + route.timeout;
+    let timeout = route.timeout.unwrap_or(upstream.timeouts.request);
+    let deadline = start + timeout;
 
     let _slot = match &upstream.limit {
         Some(limit) => Some(
@@ -102,16 +103,21 @@ pub(crate) async fn forward(
         Protocol::Http2 => Version::HTTP_2,
     };
 
-    let policy = &route.retry;
-    let retries = policy.attempts > 1;
-    let replay = retries && policy.may_replay(&head.method);
+    let policy = route.retry.as_ref().unwrap_or(&upstream.retry);
+    // Only a request that may be sent again after it reached the upstream needs its body held and its head
+    // copied; connect failures give the request back unsent.
+    let replay = policy.retries_after_sending() && policy.may_replay(&head.method);
     let mut payload = if replay { buffer(body, policy.max_buffer).await? } else { Payload::Once(Some(body)) };
-    if retries {
+    if let Some(mirror) = &route.mirror
+        && (turnpike_upstream::fast_random() % 1_000_000) < u64::from(mirror.per_million)
+    {
+        payload = mirror_request(mirror, &head, payload, &path_and_query, client_authority.as_ref()).await?;
+    }
+    let template = matches!(payload, Payload::Replayable(_)).then(|| copy_head(&head));
+    if template.is_some() {
         state.budget.request(&upstream.budget, start);
     }
     let key_hash = upstream.hash_on.as_ref().and_then(|on| hash_key(on, &head, cx));
-    // The head of later attempts: kept only when one could follow a request that was sent.
-    let template = matches!(payload, Payload::Replayable(_)).then(|| copy_head(&head));
     let mut first = Some(head);
     let mut unsent: Option<Request<Body>> = None;
     let mut tried = Tried::default();
@@ -139,7 +145,7 @@ pub(crate) async fn forward(
             }
         };
 
-        let sent = Instant::now();
+        let sent = if attempt == 1 { start } else { Instant::now() };
         let try_deadline = policy.per_try_timeout.map_or(deadline, |t| (sent + t).min(deadline));
         let mut exchange = endpoint.begin(upstream.pool.clone());
         cx.attempts += 1;
@@ -147,7 +153,7 @@ pub(crate) async fn forward(
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(sent);
         cx.upstream_duration = Some(elapsed);
-        let can_replay = matches!(payload, Payload::Replayable(_)) && replay;
+        let can_replay = template.is_some();
 
         let (error, retryable) = match result {
             Ok(Ok(resp)) => {
@@ -160,7 +166,7 @@ pub(crate) async fn forward(
                     now,
                 );
                 let retry = can_replay && policy.retries_status(status) && attempt < policy.attempts;
-                if !retry || !may_retry(cx, upstream, deadline, now) {
+                if !retry || !may_retry(cx, upstream, deadline, now, true) {
                     if let (Some(ticket), Some(settings)) = (ticket, &upstream.breaker) {
                         state.breaker.record(ticket, failed, settings, now);
                     }
@@ -194,14 +200,14 @@ pub(crate) async fn forward(
             Err(_) => {
                 upstream.record(index, Outcome::Failure, None, now);
                 let per_try = try_deadline < deadline;
-                let timeout = if per_try { try_deadline.saturating_duration_since(sent) } else { route.timeout };
+                let timeout = if per_try { try_deadline.saturating_duration_since(sent) } else { timeout };
                 let error = GatewayError::UpstreamTimeout { upstream: upstream.id.clone(), timeout };
                 (error, per_try && policy.on.timeout && can_replay)
             }
         };
         drop(exchange);
-        if !retryable || attempt >= policy.attempts || !may_retry(cx, upstream, deadline, now) {
-            if retryable && attempt >= policy.attempts && retries {
+        if !retryable || attempt >= policy.attempts || !may_retry(cx, upstream, deadline, now, unsent.is_none()) {
+            if retryable && attempt >= policy.attempts {
                 cx.retry_stopped = Some("attempts_exhausted");
             }
             if let (Some(ticket), Some(settings)) = (ticket, &upstream.breaker) {
@@ -238,14 +244,103 @@ fn fallback_response(
     resp
 }
 
-/// Whether a retry may start now: time is left and the upstream's retry budget has room. Says why not in the
-/// access log.
-fn may_retry(cx: &mut Cx, upstream: &Upstream, deadline: Instant, now: Instant) -> bool {
+/// Sends a copy of the request to the mirror upstream in a task of its own (fire and forget: the response is
+/// discarded and the client never waits for it). The body is held for the copy when it is small enough; a
+/// request with a larger or unknown-length body is not mirrored. Gives the payload back for the real request.
+async fn mirror_request(
+    mirror: &crate::snapshot::Mirror,
+    head: &http::request::Parts,
+    payload: Payload,
+    path_and_query: &PathAndQuery,
+    client_authority: Option<&Authority>,
+) -> Result<Payload, GatewayError> {
+    let payload = match payload {
+        Payload::Once(Some(body)) => buffer(body, mirror.max_body).await?,
+        other => other,
+    };
+    let bytes = match &payload {
+        Payload::Replayable(bytes) => bytes.clone(),
+        Payload::Once(_) => return Ok(payload),
+    };
+    let upstream = mirror.upstream.clone();
+    let in_flight = &upstream.state.mirrored;
+    if in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= mirror.max_in_flight {
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        tracing::debug!(upstream = %upstream.id, "mirror skipped: too many copies in flight");
+        return Ok(payload);
+    }
+    let mut parts = copy_head(head);
+    let Some((index, endpoint)) = upstream.pick(&Tried::default(), None) else {
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        return Ok(payload);
+    };
+    let endpoint = endpoint.clone();
+    if retarget(&upstream, &endpoint, &mut parts, path_and_query, client_authority).is_err() {
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        return Ok(payload);
+    }
+    shadow_host(&mut parts);
+    let body = bytes.map_or_else(Body::empty, Body::full);
+    tokio::spawn(async move {
+        let sent = Instant::now();
+        let mut exchange = endpoint.begin(upstream.pool.clone());
+        let outcome = tokio::time::timeout(upstream.timeouts.request, async {
+            let resp = exchange.send(Request::from_parts(parts, body), sent).await.map_err(|_| ())?;
+            // Read the answer to its end (and drop it), so the connection can be reused.
+            let mut body = resp.into_body();
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    return Err(());
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => {
+                exchange.release();
+                upstream.record(index, Outcome::Success, Some(sent.elapsed()), Instant::now());
+            }
+            _ => upstream.record(index, Outcome::Failure, None, Instant::now()),
+        }
+        upstream.state.mirrored.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    });
+    Ok(payload)
+}
+
+/// `Host: api.example.com` becomes `api.example.com-shadow` (Envoy's convention), so the mirror can tell copies
+/// from real traffic.
+fn shadow_host(parts: &mut http::request::Parts) {
+    let host = match parts.uri.authority() {
+        Some(authority) => authority.as_str().to_string(),
+        None => match parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => h.to_string(),
+            None => return,
+        },
+    };
+    let shadowed = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => format!("{name}-shadow:{port}"),
+        _ => format!("{host}-shadow"),
+    };
+    if parts.uri.authority().is_some() {
+        let mut uri = parts.uri.clone().into_parts();
+        uri.authority = Authority::try_from(shadowed.as_str()).ok().or(uri.authority);
+        if let Ok(u) = Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+    } else if let Ok(value) = HeaderValue::from_str(&shadowed) {
+        parts.headers.insert(HOST, value);
+    }
+}
+
+/// Whether a retry may start now: time is left and, for a request the upstream already received (`charge`),
+/// the upstream's retry budget has room. Says why not in the access log.
+fn may_retry(cx: &mut Cx, upstream: &Upstream, deadline: Instant, now: Instant, charge: bool) -> bool {
     if now >= deadline {
         cx.retry_stopped = Some("deadline");
         return false;
     }
-    if !upstream.state.budget.try_retry(&upstream.budget, now) {
+    if charge && !upstream.state.budget.try_retry(&upstream.budget, now) {
         cx.retry_stopped = Some("budget_exhausted");
         tracing::debug!(upstream = %upstream.id, "retry budget exhausted");
         return false;

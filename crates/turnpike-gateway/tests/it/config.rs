@@ -130,7 +130,7 @@ fn validate_reports_every_error_at_once_with_path_and_position() {
     let (e, at) = error_at(&report, "routes[users].colour");
     // The list of expected fields grows with the route's policies; its start is what a reader needs.
     assert!(
-        e.message.starts_with("unknown field `colour`, expected one of `id`, `match`, `upstream`, `rewrite`"),
+        e.message.starts_with("unknown field `colour`, expected one of `id`, `match`, `upstream`, `split`"),
         "{}",
         e.message
     );
@@ -432,7 +432,10 @@ fn json_schema_describes_every_section_and_field() {
     let defs = schema["$defs"].as_object().expect("$defs");
     let route = &defs["RouteConfig"];
     assert_eq!(route["additionalProperties"], false);
-    assert_eq!(route["properties"]["upstream"]["description"], "The id of the upstream it forwards to.");
+    assert_eq!(
+        route["properties"]["upstream"]["description"],
+        "The id of the upstream it forwards to. Give this or `split`."
+    );
     assert!(route["required"].as_array().is_some_and(|r| r.contains(&Value::from("id"))));
 
     // Every reference resolves, and every field of every object has a description (its doc comment).
@@ -500,4 +503,50 @@ async fn gateway_refuses_to_start_with_an_invalid_config_and_reports_every_error
     assert!(shown.starts_with("invalid configuration:\n"), "{shown}");
     assert!(shown.contains("--> test.yaml:13:15"), "the start error renders every error with its position: {shown}");
     assert!(shown.contains("9 errors"), "{shown}");
+}
+
+#[test]
+fn resilience_settings_are_checked_with_paths() {
+    let text = "\
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+upstreams:
+  orders:
+    endpoints: [\"127.0.0.1:9001\"]
+    balance: consistent_hash
+    health_check: { interval: 0s }
+    circuit_breaker: { success_threshold: 9 }
+    retry: { attempts: 0, statuses: [700] }
+  users:
+    endpoints: [\"127.0.0.1:9002\"]
+    hash_on: client_ip
+routes:
+  - id: both
+    match: { prefix: /both }
+    upstream: orders
+    split: [{ upstream: users, weight: 1 }]
+  - id: canary
+    match: { prefix: /canary }
+    split: [{ upstream: order, weight: 5 }, { upstream: users, weight: 95 }]
+    mirror: { upstream: users, percent: 150 }
+";
+    let report = compile_err(&ConfigSource::text("resilience.yaml", text));
+    for path in [
+        "upstreams.orders.hash_on",
+        "upstreams.orders.health_check.interval",
+        "upstreams.orders.health_check.path",
+        "upstreams.orders.circuit_breaker.success_threshold",
+        "upstreams.orders.retry.attempts",
+        "upstreams.orders.retry.statuses[0]",
+        "upstreams.users.hash_on",
+        "routes[both].split",
+        "routes[canary].split[0].upstream",
+        "routes[canary].mirror.percent",
+    ] {
+        let (_, (line, _)) = error_at(&report, path);
+        assert!(line > 0, "{path}");
+    }
+    let (unknown, _) = error_at(&report, "routes[canary].split[0].upstream");
+    assert_eq!(unknown.help.as_deref(), Some("did you mean `orders`?"));
 }

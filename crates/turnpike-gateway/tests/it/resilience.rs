@@ -102,7 +102,7 @@ async fn a_killed_endpoint_costs_clients_nothing_is_ejected_and_comes_back() {
 async fn a_get_is_retried_on_another_endpoint_and_a_post_is_not() {
     let bad = MockUpstream::start(|_| MockReply::text(503, "bad")).await;
     let good = named("good").await;
-    let upstream = "    balance: round_robin\n    outlier_detection: { enabled: false }";
+    let upstream = "    balance: round_robin\n    outlier_detection: { enabled: false }\n    retry: {}";
     let gw = TestGateway::start(&config(&addrs(&[&bad, &good]), upstream, "")).await;
     let client = Client::h1();
     for _ in 0..10 {
@@ -366,4 +366,104 @@ async fn panic_mode_and_fail_mode_when_no_endpoint_is_healthy() {
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json()["type"], "https://turnpike.dev/problems/no-healthy-endpoint");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// Two upstreams `v1` and `v2` (and `shadow` when given) and one route `api` with `route` lines.
+fn two_upstreams(v1: &MockUpstream, v2: &MockUpstream, shadow: Option<&MockUpstream>, route: &str) -> String {
+    let shadow = shadow.map_or(String::new(), |m| format!("  shadow: {{ endpoints: [\"{}\"] }}\n", m.addr()));
+    format!(
+        r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+upstreams:
+  v1: {{ endpoints: ["{}"] }}
+  v2: {{ endpoints: ["{}"] }}
+{shadow}
+routes:
+  - id: api
+    match: {{ prefix: /api }}
+{route}
+"#,
+        v1.addr(),
+        v2.addr()
+    )
+}
+
+#[tokio::test]
+async fn a_canary_split_of_10_to_90_lands_within_two_percent() {
+    let v1 = named("v1").await;
+    let v2 = named("v2").await;
+    let route = "    split: [{ upstream: v2, weight: 10 }, { upstream: v1, weight: 90 }]";
+    let gw = TestGateway::start(&two_upstreams(&v1, &v2, None, route)).await;
+    let client = Client::h1();
+    let total = 10_000;
+    let mut canary = 0;
+    for _ in 0..total {
+        let reply = client.get(&gw.url("/api/x")).await;
+        assert_eq!(reply.status, 200);
+        canary += usize::from(reply.text() == "v2");
+    }
+    let share = canary as f64 / total as f64;
+    assert!((0.08..=0.12).contains(&share), "the canary got {share}");
+}
+
+#[tokio::test]
+async fn variants_pin_requests_by_header_or_cookie() {
+    let v1 = named("v1").await;
+    let v2 = named("v2").await;
+    let route = r#"    upstream: v1
+    variants:
+      - { upstream: v2, header: { name: X-Variant, value: b } }
+      - { upstream: v2, cookie: { name: ab, value: b } }"#;
+    let gw = TestGateway::start(&two_upstreams(&v1, &v2, None, route)).await;
+    let client = Client::h1();
+    let send = |headers: &[(&str, &str)]| {
+        let mut req = Request::get(gw.url("/api/x"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        client.send(req.body(empty()).unwrap())
+    };
+    assert_eq!(send(&[]).await.text(), "v1");
+    assert_eq!(send(&[("x-variant", "b")]).await.text(), "v2");
+    assert_eq!(send(&[("x-variant", "c")]).await.text(), "v1");
+    assert_eq!(send(&[("cookie", "theme=dark; ab=b")]).await.text(), "v2");
+    assert_eq!(send(&[("cookie", "ab=a")]).await.text(), "v1");
+}
+
+#[tokio::test]
+async fn the_mirror_receives_copies_and_a_hanging_mirror_does_not_hold_the_client() {
+    let v1 = MockUpstream::echo().await;
+    let v2 = named("unused").await;
+    let shadow = MockUpstream::echo().await;
+    let route = "    upstream: v1\n    mirror: { upstream: shadow, percent: 100 }";
+    let gw = TestGateway::start(&two_upstreams(&v1, &v2, Some(&shadow), route)).await;
+    let client = Client::h1();
+    let reply = client.send(post(&gw.url("/api/orders"), "{\"sku\":7}")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["body"], "{\"sku\":7}");
+    assert!(eventually(Duration::from_secs(5), || shadow.count() == 1).await, "the mirror got no copy");
+    let copy = &shadow.requests()[0];
+    assert_eq!(copy.method, http::Method::POST);
+    assert_eq!(copy.uri.path(), "/api/orders");
+    assert_eq!(&copy.body[..], b"{\"sku\":7}");
+    let host = copy.header("host").unwrap().to_string();
+    assert!(host.contains("-shadow"), "{host}");
+
+    // A mirror that never answers: every client request still completes, and at most `max_in_flight` copies
+    // are held.
+    let hanging = MockUpstream::start(|_| MockReply::Hang).await;
+    let route = "    upstream: v1\n    mirror: { upstream: shadow, percent: 100, max_in_flight: 4 }";
+    gw.reload(&two_upstreams(&v1, &v2, Some(&hanging), route)).unwrap();
+    let before = v1.count();
+    let all = async {
+        for i in 0..20 {
+            let reply = client.get(&gw.url(&format!("/api/items/{i}"))).await;
+            assert_eq!(reply.status, 200);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), all).await.expect("client requests waited for the mirror");
+    assert_eq!(v1.count() - before, 20);
+    assert!(eventually(Duration::from_secs(5), || hanging.count() == 4).await, "copies: {}", hanging.count());
 }
