@@ -1,4 +1,5 @@
-//! `turnpike demo`: three small in-memory JSON services (users, orders, products) for the gateway to front.
+//! `turnpike demo`: small in-memory JSON services (users, orders, products, and an inventory service run as three
+//! instances, one of which fails every second request) for the gateway to front.
 //!
 //! The services share one static catalog, so every id they hand out refers to something that exists: an order's
 //! `user_id` is a user, its items' `product_id`s are products. Orders created with `POST /orders` live in memory
@@ -6,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +33,9 @@ pub const USERS_ADDR: &str = "127.0.0.1:9101";
 pub const ORDERS_ADDR: &str = "127.0.0.1:9102";
 /// Where the products service listens (the `products` upstream in [`CONFIG`]).
 pub const PRODUCTS_ADDR: &str = "127.0.0.1:9103";
+/// Where the three inventory instances listen (the `inventory` upstream in [`CONFIG`]); the third one fails every
+/// second request, for the gateway's retries and outlier ejection to hide.
+pub const INVENTORY_ADDRS: [&str; 3] = ["127.0.0.1:9104", "127.0.0.1:9105", "127.0.0.1:9106"];
 
 /// The HS256 secret of the `demo-jwt` policy in [`CONFIG`] (a test keeps them equal). Demo only: a secret in a
 /// config file that is printed on a terminal protects nothing.
@@ -79,6 +84,7 @@ pub struct DemoServices {
     users: SocketAddr,
     orders: SocketAddr,
     products: SocketAddr,
+    inventory: [SocketAddr; 3],
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -97,6 +103,11 @@ impl DemoServices {
     pub fn products(&self) -> SocketAddr {
         self.products
     }
+
+    /// The addresses the inventory instances are bound to (the last one is the flaky one).
+    pub fn inventory(&self) -> [SocketAddr; 3] {
+        self.inventory
+    }
 }
 
 impl Drop for DemoServices {
@@ -110,23 +121,41 @@ impl Drop for DemoServices {
 /// Binds the three services (on the given addresses; port 0 allowed for tests) and serves them on the current tokio
 /// runtime. Fails, with the service and address in the message, if an address cannot be bound; nothing is left
 /// running then.
-pub async fn start(users: SocketAddr, orders: SocketAddr, products: SocketAddr) -> std::io::Result<DemoServices> {
-    // Bind all three before serving any, so a failure leaves nothing behind.
+pub async fn start(
+    users: SocketAddr,
+    orders: SocketAddr,
+    products: SocketAddr,
+    inventory: [SocketAddr; 3],
+) -> std::io::Result<DemoServices> {
+    // Bind all of them before serving any, so a failure leaves nothing behind.
     let users_listener = bind("users", users).await?;
     let orders_listener = bind("orders", orders).await?;
     let products_listener = bind("products", products).await?;
+    let mut inventory_listeners = Vec::new();
+    for addr in inventory {
+        inventory_listeners.push(bind("inventory", addr).await?);
+    }
     let addrs = (users_listener.local_addr()?, orders_listener.local_addr()?, products_listener.local_addr()?);
+    let mut inventory = inventory;
+    for (slot, listener) in inventory.iter_mut().zip(&inventory_listeners) {
+        *slot = listener.local_addr()?;
+    }
     let store = Arc::new(OrderStore::seeded());
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(serve(users_listener, Service::Users)),
         tokio::spawn(serve(orders_listener, Service::Orders(store))),
         tokio::spawn(serve(products_listener, Service::Products)),
     ];
-    let services = DemoServices { users: addrs.0, orders: addrs.1, products: addrs.2, tasks };
+    for (instance, listener) in inventory_listeners.into_iter().enumerate() {
+        let flaky = (instance == 2).then(|| AtomicU64::new(0));
+        tasks.push(tokio::spawn(serve(listener, Service::Inventory { instance, flaky })));
+    }
+    let services = DemoServices { users: addrs.0, orders: addrs.1, products: addrs.2, inventory, tasks };
     tracing::info!(
         users = %services.users(),
         orders = %services.orders(),
         products = %services.products(),
+        inventory = ?services.inventory(),
         "demo services started"
     );
     Ok(services)
@@ -136,6 +165,8 @@ pub async fn start(users: SocketAddr, orders: SocketAddr, products: SocketAddr) 
 pub fn banner(gateway: SocketAddr, token: &str) -> String {
     let base = format!("http://{gateway}/api");
     let post = r#"'{"user_id": "u-1001", "items": [{"product_id": "p-2001", "quantity": 2}]}'"#;
+    let [inv0, inv1, inv2] = INVENTORY_ADDRS;
+    let (inv1, inv2) = (port_of(inv1), port_of(inv2));
     format!(
         "Turnpike demo is running.\n\
          \n\
@@ -143,6 +174,7 @@ pub fn banner(gateway: SocketAddr, token: &str) -> String {
          \x20 users     http://{USERS_ADDR}   GET /users, /users/{{id}}\n\
          \x20 orders    http://{ORDERS_ADDR}   GET /orders, /orders/{{id}}, POST /orders\n\
          \x20 products  http://{PRODUCTS_ADDR}   GET /products, /products/{{id}}\n\
+         \x20 inventory http://{inv0}, :{inv1}, :{inv2}   GET /inventory, /inventory/{{id}} (the last fails every 2nd request)\n\
          \n\
          Try it through the gateway (-i shows the headers, x-served-by says which service answered):\n\
          \n\
@@ -153,6 +185,7 @@ pub fn banner(gateway: SocketAddr, token: &str) -> String {
          \x20 curl -i {base}/orders/o-3001\n\
          \x20 curl -i {base}/products\n\
          \x20 curl -i {base}/products/p-2001\n\
+         \x20 curl -i {base}/inventory\n\
          \x20 curl -i -X POST {base}/orders -H 'content-type: application/json' \\\n\
          \x20      -d {post}\n\
          \n\
@@ -164,8 +197,18 @@ pub fn banner(gateway: SocketAddr, token: &str) -> String {
          \x20 curl -i {base}/me                              # no token: 401 with WWW-Authenticate\n\
          \x20 curl -i {base}/me -H 'X-User-Id: admin'        # a spoofed identity header is removed: still 401\n\
          \n\
+         Inventory runs on three instances and one of them fails every second request; the gateway retries on\n\
+         another instance and ejects the failing one, so clients never see an error (the access log shows the\n\
+         attempts):\n\
+         \n\
+         \x20 for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/inventory; done; echo\n\
+         \n\
          Press Ctrl-C to stop.\n"
     )
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(_, port)| port)
 }
 
 async fn bind(name: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -179,6 +222,11 @@ enum Service {
     Users,
     Orders(Arc<OrderStore>),
     Products,
+    /// One of the inventory instances; `flaky` counts the requests of the one that fails every second one.
+    Inventory {
+        instance: usize,
+        flaky: Option<AtomicU64>,
+    },
 }
 
 impl Service {
@@ -187,6 +235,7 @@ impl Service {
             Service::Users => "users",
             Service::Orders(_) => "orders",
             Service::Products => "products",
+            Service::Inventory { instance, .. } => ["inventory-1", "inventory-2", "inventory-3"][*instance % 3],
         }
     }
 }
@@ -254,12 +303,41 @@ async fn route(service: &Service, req: Request<Incoming>) -> Reply {
             Method::POST => create_order(store, req, &path).await,
             _ => method_not_allowed("GET, HEAD, POST", &path),
         },
+        (Service::Inventory { flaky, .. }, ["inventory", rest @ ..]) if rest.len() <= 1 => {
+            // The flaky instance fails every second request, as an overloaded replica would.
+            if flaky.as_ref().is_some_and(|n| n.fetch_add(1, Ordering::Relaxed) % 2 == 1) {
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this inventory instance is overloaded (demo: it fails every second request)",
+                    &path,
+                );
+            }
+            read(&method, &path, || match rest.first() {
+                None => {
+                    let stock: Vec<Value> = PRODUCTS.iter().map(|p| stock(p.id)).collect();
+                    json(
+                        StatusCode::OK,
+                        &json!({ "inventory": stock, "count": stock.len(), "instance": service.name() }),
+                    )
+                }
+                Some(id) => match product(id) {
+                    Some(p) => json(StatusCode::OK, &stock(p.id)),
+                    None => not_found("product", id, &path),
+                },
+            })
+        }
         (Service::Orders(store), ["orders", id]) => read(&method, &path, || match store.get(id) {
             Some(order) => json(StatusCode::OK, &order),
             None => not_found("order", id, &path),
         }),
         _ => problem(StatusCode::NOT_FOUND, format!("nothing is served at `{}`", echo(&path)), &path),
     }
+}
+
+/// The stock of a product: the same on every inventory instance (they are replicas of one service).
+fn stock(product_id: &str) -> Value {
+    let units = product_id.bytes().fold(7u64, |acc, b| (acc * 31 + u64::from(b)) % 97);
+    json!({ "product_id": product_id, "units": units, "warehouse": "demo-1" })
 }
 
 /// `GET /me`: who the gateway says the caller is, read from the identity headers it set (this service trusts
@@ -907,7 +985,7 @@ mod tests {
 
     async fn services() -> DemoServices {
         let any = "127.0.0.1:0".parse().unwrap();
-        start(any, any, any).await.unwrap()
+        start(any, any, any, [any; 3]).await.unwrap()
     }
 
     fn ids(list: &Value) -> Vec<&str> {
@@ -1163,7 +1241,7 @@ mod tests {
     async fn reports_which_address_failed_to_bind() {
         let s = services().await;
         let any = "127.0.0.1:0".parse().unwrap();
-        let err = start(any, s.orders(), any).await.unwrap_err();
+        let err = start(any, s.orders(), any, [any; 3]).await.unwrap_err();
         assert!(err.to_string().contains(&format!("orders demo service on {}", s.orders())), "{err}");
     }
 
@@ -1179,6 +1257,7 @@ mod tests {
             "/api/orders/o-3001\n",
             "/api/products\n",
             "/api/products/p-2001\n",
+            "/api/inventory\n",
         ] {
             assert!(text.contains(&format!("curl -i http://127.0.0.1:8080{url}")), "{url} in:\n{text}");
         }
@@ -1199,6 +1278,8 @@ mod tests {
     fn config_matches_the_service_addresses() {
         for text in
             [GATEWAY_ADDR, USERS_ADDR, ORDERS_ADDR, PRODUCTS_ADDR, DEMO_JWT_SECRET, DEMO_JWT_ISSUER, DEMO_JWT_AUDIENCE]
+                .into_iter()
+                .chain(INVENTORY_ADDRS)
         {
             assert!(CONFIG.contains(text), "{text}");
         }
@@ -1216,7 +1297,10 @@ mod tests {
             .replace(GATEWAY_ADDR, "127.0.0.1:0")
             .replace(USERS_ADDR, &s.users().to_string())
             .replace(ORDERS_ADDR, &s.orders().to_string())
-            .replace(PRODUCTS_ADDR, &s.products().to_string());
+            .replace(PRODUCTS_ADDR, &s.products().to_string())
+            .replace(INVENTORY_ADDRS[0], &s.inventory()[0].to_string())
+            .replace(INVENTORY_ADDRS[1], &s.inventory()[1].to_string())
+            .replace(INVENTORY_ADDRS[2], &s.inventory()[2].to_string());
         let gateway = GatewayHandle::start(StartOptions {
             source: ConfigSource::text("demo.yaml", config),
             workers: Some(1),
@@ -1241,6 +1325,22 @@ mod tests {
         }
         let mine = get(gw, "/api/orders?user_id=u-1001").await;
         assert_eq!(ids(&mine.body["orders"]), ["o-3001", "o-3003"]);
+
+        // Inventory: one of its three instances fails every second request, and no client sees it.
+        let mut served_by = std::collections::HashSet::new();
+        for i in 0..60 {
+            let path = if i % 2 == 0 { "/api/inventory" } else { "/api/inventory/p-2001" };
+            let got = get(gw, path).await;
+            assert_eq!(got.status, StatusCode::OK, "request {i} to {path}: {}", got.body);
+            served_by.insert(got.header("x-served-by").to_owned());
+        }
+        assert!(served_by.len() >= 2, "one instance served everything: {served_by:?}");
+        let flaky = s.inventory()[2];
+        let mut failed = 0;
+        for _ in 0..4 {
+            failed += usize::from(get(flaky, "/inventory").await.status == StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(failed, 2, "the flaky instance fails every second request");
 
         let body = r#"{"user_id": "u-1001", "items": [{"product_id": "p-2001", "quantity": 2}]}"#;
         let created = send(gw, "POST", "/api/orders", Some(body)).await;

@@ -266,11 +266,14 @@ fn demo(args: DemoArgs) -> u8 {
     let Some(rt) = control_runtime() else { return EXIT_RUNTIME };
     rt.block_on(async {
         let addr = |s: &str| s.parse().unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let inventory = demo::INVENTORY_ADDRS.map(addr);
         let services =
-            match demo::start(addr(demo::USERS_ADDR), addr(demo::ORDERS_ADDR), addr(demo::PRODUCTS_ADDR)).await {
+            match demo::start(addr(demo::USERS_ADDR), addr(demo::ORDERS_ADDR), addr(demo::PRODUCTS_ADDR), inventory)
+                .await
+            {
                 Ok(services) => services,
                 Err(err) => {
-                    tracing::error!(error = %err, "cannot start the demo services (ports 9101-9103 in use?)");
+                    tracing::error!(error = %err, "cannot start the demo services (ports 9101-9106 in use?)");
                     return EXIT_RUNTIME;
                 }
             };
