@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# resilience.sh - what upstream resilience costs on the healthy path, and what it saves when an endpoint fails.
+#
+#   bench/resilience.sh                       healthy path: 5 interleaved rounds of 8 s per route (wrk)
+#   MODE=callgrind bench/resilience.sh        instructions per request of each route (valgrind; repeatable)
+#   MODE=fault bench/resilience.sh            one of three endpoints answers 503 for 10 s of a 20 s run
+#   ROUNDS=3 DURATION=6 RESULTS_DIR=/tmp/r bench/resilience.sh
+#
+# Healthy path: one Turnpike process (one worker, pinned to core 0, no access log), two routes to the same backend:
+#   /plain       the core issue's forward path: round robin, no outlier detection, no health check, no breaker,
+#                no retry block (a connect failure is still retried: that costs nothing until it happens)
+#   /resilient   EWMA balancing, outlier detection with an error-rate window, an active HTTP health check every
+#                second, a circuit breaker, a concurrency limit and retries (`retry: {}`: a copy of each request
+#                head is kept so a 502/503/504 or a reset can be retried), plus the retry budget's counters
+# wrk (core 1, with the backend) sends both the same request; rounds interleave; ratios are paired per round.
+#
+# Fault: three endpoints (two rig backends and `fault_backend`, which answers 503 from 5 s to 15 s after it starts),
+# wrk for 20 s at 64 connections, once per configuration: no retries and no outlier detection; outlier detection
+# only (the default); retries and outlier detection. Reports client-visible non-2xx answers and latency percentiles.
+# Loopback only; every wrk run is bounded (-d plus `timeout`); everything started is stopped on exit.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+RIG=${RIG:-$(cd "$HERE/../../shared/bench" 2>/dev/null && pwd || true)}
+BACKEND_BIN=${BACKEND_BIN:-$RIG/target/release/bench-backend}
+FAULT_BIN=$HERE/../target/release/examples/fault_backend
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-5}
+CONNS=${CONNS:-64}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT=${PORT:-8090}
+MODE=${MODE:-healthy}
+OUT=${RESULTS_DIR:-$HERE/results/resilience-$MODE-$(date +%Y%m%d-%H%M%S)}
+
+log() { printf '[resilience.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2; }
+if [[ ! -x $BACKEND_BIN ]]; then
+    (cd "$RIG" && cargo build --release -p bench-backend) || { log "cannot build the rig's backend"; exit 2; }
+fi
+(cd "$HERE/.." && cargo build --release -p turnpike && cargo build --release -p turnpike-test --example fault_backend)
+mkdir -p "$OUT"
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+wait_for() { # <url>
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    log "nothing answers at $1"
+    return 1
+}
+
+start_turnpike() { # <config> [valgrind]
+    if [[ ${2:-} == valgrind ]]; then
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" \
+            "$HERE/../target/release/turnpike" run -c "$1" --no-control-socket >"$OUT/turnpike.out" 2>&1 &
+    else
+        taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$1" --no-control-socket \
+            >"$OUT/turnpike.out" 2>&1 &
+    fi
+    TPID=$!
+    PIDS+=($TPID)
+    wait_for "http://127.0.0.1:$PORT/plain"
+}
+
+run_wrk() { # <path> <seconds> <out>
+    timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" --latency \
+        "http://127.0.0.1:$PORT/$1" >"$3" 2>&1 || log "wrk exited non-zero ($1)"
+}
+
+if [[ $MODE == fault ]]; then
+    taskset -c "$LOAD_CPU" "$BACKEND_BIN" --listen 127.0.0.1:9001 >/dev/null 2>&1 & PIDS+=($!)
+    taskset -c "$LOAD_CPU" "$BACKEND_BIN" --listen 127.0.0.1:9002 >/dev/null 2>&1 & PIDS+=($!)
+    printf 'scenario\trequests\tnon2xx\trps\tp50\tp90\tp99\tmax\n' >"$OUT/results.tsv"
+    for scenario in plain outlier retries; do
+        case $scenario in
+            plain) extra='    outlier_detection: { enabled: false }' ;;
+            outlier) extra='' ;;
+            retries) extra='    retry: { attempts: 3 }' ;;
+        esac
+        cat >"$TMP/fault.yaml" <<EOF
+server: { workers: 1, access_log: { enabled: false }, watch: false }
+listeners: [{ name: bench, address: "127.0.0.1:$PORT" }]
+upstreams:
+  three:
+    endpoints: ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+$extra
+routes:
+  - { id: plain, match: { prefix: /plain }, upstream: three }
+EOF
+        cp "$TMP/fault.yaml" "$OUT/fault-$scenario.yaml"
+        # The fault starts 5 s after the faulty endpoint does and lasts 10 s: inside the 20 s wrk run below.
+        taskset -c "$LOAD_CPU" "$FAULT_BIN" --listen 127.0.0.1:9003 --fail-from 5 --fail-until 15 >/dev/null 2>&1 &
+        FPID=$!
+        PIDS+=($FPID)
+        start_turnpike "$TMP/fault.yaml"
+        run_wrk plain 20 "$OUT/wrk-fault-$scenario.txt"
+        f="$OUT/wrk-fault-$scenario.txt"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" \
+            "$(awk '/requests in/ {print $1}' "$f")" "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)" \
+            "$(awk '/Requests\/sec/ {print $2}' "$f")" "$(awk '$1=="50%" {print $2}' "$f")" \
+            "$(awk '$1=="90%" {print $2}' "$f")" "$(awk '$1=="99%" {print $2}' "$f")" \
+            "$(awk '/Latency/ {print $4; exit}' "$f")" >>"$OUT/results.tsv"
+        log "$scenario: $(tail -1 "$OUT/results.tsv")"
+        kill -TERM "$TPID" "$FPID" 2>/dev/null || true
+        wait "$TPID" "$FPID" 2>/dev/null || true
+    done
+    column -t -s $'\t' "$OUT/results.tsv" | tee "$OUT/summary.txt"
+    log "raw results in $OUT"
+    exit 0
+fi
+
+cat >"$TMP/turnpike.yaml" <<EOF
+server: { workers: 1, access_log: { enabled: false }, watch: false }
+listeners: [{ name: bench, address: "127.0.0.1:$PORT" }]
+upstreams:
+  plain:
+    endpoints: ["127.0.0.1:9000"]
+    balance: round_robin
+    outlier_detection: { enabled: false }
+  resilient:
+    endpoints: ["127.0.0.1:9000"]
+    balance: ewma
+    outlier_detection: { error_rate: { percent: 50, min_requests: 20, window: 10s } }
+    health_check: { path: /health, interval: 1s }
+    circuit_breaker: { failure_percent: 50, min_requests: 20 }
+    concurrency_limit: { max_in_flight: 10000, max_queued: 100 }
+    retry: {}
+routes:
+  - { id: plain, match: { prefix: /plain }, upstream: plain }
+  - { id: resilient, match: { prefix: /resilient }, upstream: resilient }
+EOF
+cp "$TMP/turnpike.yaml" "$OUT/turnpike.yaml"
+taskset -c "$LOAD_CPU" "$BACKEND_BIN" >"$OUT/backend.out" 2>&1 & PIDS+=($!)
+ROUTES=(plain resilient)
+
+if [[ $MODE == callgrind ]]; then
+    start_turnpike "$TMP/turnpike.yaml" valgrind
+    printf '%-12s %14s %10s %14s\n' route instructions requests "instr/request" | tee "$OUT/summary.txt"
+    for r in "${ROUTES[@]}"; do
+        CONNS=16 run_wrk "$r" 2 /dev/null
+        callgrind_control -z "$TPID" >/dev/null
+        CONNS=16 run_wrk "$r" "$DURATION" "$OUT/wrk-$r.txt"
+        callgrind_control -d "$r" "$TPID" >/dev/null
+        sleep 1
+        requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-$r.txt")
+        dump=$(ls -t "$OUT"/callgrind.* | head -1)
+        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+        mv "$dump" "$OUT/route-$r.callgrind"
+        printf '%-12s %14s %10s %14.0f\n' "$r" "$total" "$requests" "$(echo "$total / $requests" | bc -l)" \
+            | tee -a "$OUT/summary.txt"
+    done
+    log "raw results in $OUT"
+    exit 0
+fi
+
+start_turnpike "$TMP/turnpike.yaml"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
+RESULTS="$OUT/results.tsv"
+printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
+for r in "${ROUTES[@]}"; do run_wrk "$r" "$WARMUP" /dev/null; done
+for round in $(seq 1 "$ROUNDS"); do
+    for r in "${ROUTES[@]}"; do
+        before=$(cpu_ticks)
+        run_wrk "$r" "$DURATION" "$OUT/wrk-$round-$r.txt"
+        after=$(cpu_ticks)
+        f="$OUT/wrk-$round-$r.txt"
+        printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
+            "$(awk '$1=="50%" {print $2}' "$f")" "$(awk '$1=="99%" {print $2}' "$f")" \
+            "$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)" \
+            "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)" >>"$RESULTS"
+        log "round $round $r: $(awk '/Requests\/sec/ {print $2}' "$f") req/s"
+    done
+done
+
+python3 - "$RESULTS" <<'PY' | tee "$OUT/summary.txt"
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
+def ms(v):
+    for suffix, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(suffix):
+            return float(v[: -len(suffix)]) * f
+    return float("nan")
+by = {}
+for rnd, route, rps, p50, p99, cpu, non2xx in rows:
+    by.setdefault(route, {})[rnd] = (float(rps), ms(p50), ms(p99), float(cpu), int(non2xx or 0))
+plain = by["plain"]
+print(f"{'route':<12}{'req/s (median)':>16}{'vs plain (paired)':>20}{'range':>18}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+for route, per in by.items():
+    ratios = sorted(per[r][0] / plain[r][0] for r in per if r in plain)
+    print(f"{route:<12}{statistics.median(v[0] for v in per.values()):>16.0f}{statistics.median(ratios):>20.3f}"
+          f"{f'{ratios[0]:.3f}..{ratios[-1]:.3f}':>18}{statistics.median(v[1] for v in per.values()):>9.3f}"
+          f"{statistics.median(v[2] for v in per.values()):>9.3f}{sum(v[4] for v in per.values()):>9}")
+PY
+log "raw results in $OUT"
