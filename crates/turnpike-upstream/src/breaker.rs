@@ -111,6 +111,11 @@ impl Breaker {
         }
     }
 
+    /// Whether it is closed (one atomic load, no clock).
+    pub fn is_closed(&self) -> bool {
+        self.position.load(Ordering::Acquire) == CLOSED
+    }
+
     /// How many times it has opened.
     pub fn trips(&self) -> u64 {
         self.trips.load(Ordering::Relaxed)

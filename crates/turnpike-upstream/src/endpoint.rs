@@ -36,6 +36,8 @@ pub struct Endpoint {
     pub(crate) pool: Pool,
     /// Active check verdict, passive ejection, response-time EWMA.
     pub health: Health,
+    /// This endpoint's circuit breaker, used when the upstream's breaker is per endpoint.
+    pub breaker: crate::Breaker,
     pub(crate) checker: Checker,
 }
 
@@ -72,6 +74,7 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             pool: Pool::new(addr, protocol, tls_name),
             health: Health::default(),
+            breaker: crate::Breaker::default(),
             checker: Checker::default(),
         }
     }

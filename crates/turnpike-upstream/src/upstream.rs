@@ -112,6 +112,8 @@ pub struct Upstream {
     pub budget: BudgetSettings,
     /// The circuit breaker (`None`: none).
     pub breaker: Option<BreakerSettings>,
+    /// Whether each endpoint has its own breaker (with `breaker`'s settings) instead of one for the upstream.
+    pub breaker_per_endpoint: bool,
     /// The answer while the breaker is open (`None`: a 503 problem).
     pub fallback: Option<Arc<Fallback>>,
     /// The concurrency limit (`None`: none).
@@ -167,7 +169,15 @@ impl Upstream {
     /// `key_hash` is the request's hash for consistent hashing (`None`: the upstream's balancing, or a random
     /// pick when it hashes and the request has no key). Returns the endpoint's index and state.
     pub fn pick(&self, tried: &Tried, key_hash: Option<u64>) -> Option<(usize, &Arc<Endpoint>)> {
-        let healthy = |i: usize| self.endpoints[i].endpoint.health.is_available();
+        let per_endpoint = self.breaker.as_ref().filter(|_| self.breaker_per_endpoint);
+        let healthy = |i: usize| {
+            let endpoint = &self.endpoints[i].endpoint;
+            endpoint.health.is_available()
+                && per_endpoint.is_none_or(|settings| {
+                    endpoint.breaker.is_closed()
+                        || endpoint.breaker.position(settings, Instant::now()) != crate::BreakerPosition::Open
+                })
+        };
         let choose = |usable: &dyn Fn(usize) -> bool| match (&self.maglev, key_hash) {
             (Some(table), Some(hash)) => table.pick(hash, usable),
             (Some(_), None) => self.state.balancer.pick(Balance::PowerOfTwoChoices, &self.endpoints, usable),

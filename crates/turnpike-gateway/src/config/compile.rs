@@ -549,6 +549,7 @@ impl Compiler<'_> {
                 },
                 retry,
                 budget,
+                breaker_per_endpoint: u.circuit_breaker.as_ref().is_some_and(|b| b.per_endpoint),
                 breaker,
                 fallback,
                 limit,

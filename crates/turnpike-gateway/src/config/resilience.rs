@@ -446,6 +446,9 @@ pub struct CircuitBreakerConfig {
     pub success_threshold: u32,
     /// Answer with this instead of a 503 problem while open.
     pub fallback: Option<FallbackConfig>,
+    /// One breaker per endpoint instead of one for the upstream: an endpoint whose breaker is open gets no
+    /// requests (the others take them); when every endpoint's is open, requests fail fast.
+    pub per_endpoint: bool,
 }
 
 impl Default for CircuitBreakerConfig {
@@ -459,6 +462,7 @@ impl Default for CircuitBreakerConfig {
             half_open_requests: 3,
             success_threshold: 2,
             fallback: None,
+            per_endpoint: false,
         }
     }
 }

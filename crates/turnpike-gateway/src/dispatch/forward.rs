@@ -70,7 +70,9 @@ pub(crate) async fn forward(
         ),
         None => None,
     };
-    let ticket = match &upstream.breaker {
+    let upstream_breaker = upstream.breaker.as_ref().filter(|_| !upstream.breaker_per_endpoint);
+    let endpoint_breaker = upstream.breaker.as_ref().filter(|_| upstream.breaker_per_endpoint);
+    let ticket = match upstream_breaker {
         Some(settings) => match state.breaker.admit(settings, start) {
             Ok(ticket) => Some(ticket),
             Err(retry_after) => {
@@ -122,12 +124,33 @@ pub(crate) async fn forward(
     let mut unsent: Option<Request<Body>> = None;
     let mut tried = Tried::default();
     let mut attempt = 0u32;
+    // Per-endpoint breakers that refused this request, and the soonest one probes again.
+    let mut refused: (usize, Option<Duration>) = (0, None);
     loop {
         attempt += 1;
         let Some((index, endpoint)) = upstream.pick(&tried, key_hash) else {
-            return Err(GatewayError::NoHealthyEndpoint { upstream: upstream.id.clone() });
+            return Err(match refused.1 {
+                Some(retry_after) => GatewayError::CircuitOpen { upstream: upstream.id.clone(), retry_after },
+                None => GatewayError::NoHealthyEndpoint { upstream: upstream.id.clone() },
+            });
         };
         tried.push(index);
+        let endpoint_ticket = match endpoint_breaker {
+            Some(settings) => match endpoint.breaker.admit(settings, Instant::now()) {
+                Ok(ticket) => Some(ticket),
+                Err(wait) => {
+                    // Not an attempt: try another endpoint, and fail fast once every one has refused.
+                    attempt -= 1;
+                    refused = (refused.0 + 1, Some(refused.1.map_or(wait, |w| w.min(wait))));
+                    if refused.0 > upstream.endpoints.len() {
+                        let retry_after = refused.1.unwrap_or(wait);
+                        return Err(GatewayError::CircuitOpen { upstream: upstream.id.clone(), retry_after });
+                    }
+                    continue;
+                }
+            },
+            None => None,
+        };
         cx.endpoint = Some(endpoint.addr);
         let req = match unsent.take() {
             Some(req) => {
@@ -165,9 +188,12 @@ pub(crate) async fn forward(
                     Some(elapsed),
                     now,
                 );
+                if let (Some(ticket), Some(settings)) = (endpoint_ticket, endpoint_breaker) {
+                    endpoint.breaker.record(ticket, failed, settings, now);
+                }
                 let retry = can_replay && policy.retries_status(status) && attempt < policy.attempts;
                 if !retry || !may_retry(cx, upstream, deadline, now, true) {
-                    if let (Some(ticket), Some(settings)) = (ticket, &upstream.breaker) {
+                    if let (Some(ticket), Some(settings)) = (ticket, upstream_breaker) {
                         state.breaker.record(ticket, failed, settings, now);
                     }
                     let (mut head, body) = resp.into_parts();
@@ -191,6 +217,9 @@ pub(crate) async fn forward(
                 let connect = matches!(error, SendError::Connect(_));
                 let outcome = if connect { Outcome::ConnectFailure } else { Outcome::Failure };
                 upstream.record(index, outcome, None, now);
+                if let (Some(ticket), Some(settings)) = (endpoint_ticket, endpoint_breaker) {
+                    endpoint.breaker.record(ticket, true, settings, now);
+                }
                 let allowed = if connect { policy.on.connect_failure } else { policy.on.reset };
                 // A request that never left can go elsewhere whatever its method and body.
                 let retryable = allowed && (request.is_some() || can_replay);
@@ -199,6 +228,9 @@ pub(crate) async fn forward(
             }
             Err(_) => {
                 upstream.record(index, Outcome::Failure, None, now);
+                if let (Some(ticket), Some(settings)) = (endpoint_ticket, endpoint_breaker) {
+                    endpoint.breaker.record(ticket, true, settings, now);
+                }
                 let per_try = try_deadline < deadline;
                 let timeout = if per_try { try_deadline.saturating_duration_since(sent) } else { timeout };
                 let error = GatewayError::UpstreamTimeout { upstream: upstream.id.clone(), timeout };
@@ -210,7 +242,7 @@ pub(crate) async fn forward(
             if retryable && attempt >= policy.attempts {
                 cx.retry_stopped = Some("attempts_exhausted");
             }
-            if let (Some(ticket), Some(settings)) = (ticket, &upstream.breaker) {
+            if let (Some(ticket), Some(settings)) = (ticket, upstream_breaker) {
                 state.breaker.record(ticket, true, settings, now);
             }
             return Err(error);

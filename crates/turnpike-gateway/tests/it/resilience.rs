@@ -467,3 +467,24 @@ async fn the_mirror_receives_copies_and_a_hanging_mirror_does_not_hold_the_clien
     assert_eq!(v1.count() - before, 20);
     assert!(eventually(Duration::from_secs(5), || hanging.count() == 4).await, "copies: {}", hanging.count());
 }
+
+#[tokio::test]
+async fn a_per_endpoint_breaker_takes_only_the_failing_endpoint_out() {
+    let bad = MockUpstream::start(|_| MockReply::text(500, "boom")).await;
+    let good = named("good").await;
+    let upstream = "    balance: round_robin
+    outlier_detection: { enabled: false }
+    retry: { attempts: 1 }
+    circuit_breaker: { per_endpoint: true, failure_count: 2, failure_percent: 0, min_requests: 2, open_duration: 60s }";
+    let gw = TestGateway::start(&config(&addrs(&[&bad, &good]), upstream, "")).await;
+    let client = Client::h1();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(client.get(&gw.url("/api/x")).await.status.as_u16());
+    }
+    // Round robin sends the bad endpoint every second request until its own breaker opens after two failures;
+    // from then on the good endpoint takes everything, and the upstream as a whole never fails fast.
+    assert_eq!(bad.count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 500).count(), 2, "{statuses:?}");
+    assert!(statuses[4..].iter().all(|&s| s == 200), "{statuses:?}");
+}
