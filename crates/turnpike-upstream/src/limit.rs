@@ -3,6 +3,7 @@
 //! The limits are settings; the counts are state, kept across reloads (a lowered limit applies as requests
 //! finish).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::Notify;
@@ -34,13 +35,13 @@ pub enum Shed {
     Timeout,
 }
 
-/// A slot: held for the request's lifetime, given back when dropped.
+/// A slot: held for the request's lifetime (until its response body ends), given back when dropped.
 #[derive(Debug)]
-pub struct Slot<'a> {
-    limiter: &'a Limiter,
+pub struct Slot {
+    limiter: Arc<Limiter>,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.limiter.freed.notify_one();
@@ -58,9 +59,9 @@ impl Limiter {
     }
 
     /// Takes a slot, waiting in the queue until `deadline` when all are taken.
-    pub async fn acquire(&self, settings: &LimitSettings, deadline: Instant) -> Result<Slot<'_>, Shed> {
+    pub async fn acquire(self: &Arc<Self>, settings: &LimitSettings, deadline: Instant) -> Result<Slot, Shed> {
         if self.try_take(settings.max_in_flight) {
-            return Ok(Slot { limiter: self });
+            return Ok(Slot { limiter: self.clone() });
         }
         if self
             .queued
@@ -73,7 +74,7 @@ impl Limiter {
             loop {
                 let freed = self.freed.notified();
                 if self.try_take(settings.max_in_flight) {
-                    return Ok(Slot { limiter: self });
+                    return Ok(Slot { limiter: self.clone() });
                 }
                 if tokio::time::timeout_at(deadline, freed).await.is_err() {
                     return Err(Shed::Timeout);
@@ -93,7 +94,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sheds_beyond_the_queue_and_serves_the_queue_in_turn() {
-        let limiter = Limiter::default();
+        let limiter = Arc::new(Limiter::default());
         let s = LimitSettings { max_in_flight: 1, max_queued: 1 };
         let deadline = Instant::now() + Duration::from_secs(5);
         let first = limiter.acquire(&s, deadline).await.unwrap();

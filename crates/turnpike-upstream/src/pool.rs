@@ -293,6 +293,8 @@ pub struct Exchange {
     endpoint: Arc<crate::Endpoint>,
     conn: Option<Sender>,
     settings: PoolSettings,
+    /// The upstream's concurrency slot, given back with the exchange.
+    slot: Option<crate::Slot>,
 }
 
 /// Alias kept for readers who look for the pooled connection type.
@@ -301,7 +303,12 @@ pub type PooledConn = Exchange;
 impl Exchange {
     pub(crate) fn new(endpoint: Arc<crate::Endpoint>, settings: PoolSettings) -> Self {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self { endpoint, conn: None, settings }
+        Self { endpoint, conn: None, settings, slot: None }
+    }
+
+    /// Holds the upstream's concurrency slot until the exchange ends (its response body read or abandoned).
+    pub fn hold_slot(&mut self, slot: crate::Slot) {
+        self.slot = Some(slot);
     }
 
     /// The endpoint this exchange talks to.

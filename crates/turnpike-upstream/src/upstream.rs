@@ -158,7 +158,7 @@ pub struct UpstreamState {
     /// The circuit breaker.
     pub breaker: Breaker,
     /// Requests in flight and queued, for the concurrency limit.
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
     /// Mirrored copies in flight to this upstream.
     pub mirrored: std::sync::atomic::AtomicU32,
 }

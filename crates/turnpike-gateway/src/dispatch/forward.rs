@@ -60,7 +60,7 @@ pub(crate) async fn forward(
     let timeout = route.timeout.unwrap_or(upstream.timeouts.request);
     let deadline = start + timeout;
 
-    let _slot = match &upstream.limit {
+    let mut slot = match &upstream.limit {
         Some(limit) => Some(
             state
                 .limiter
@@ -200,6 +200,10 @@ pub(crate) async fn forward(
                     proxy_headers::prepare_response(&mut head.headers, &snap.server, head.version, &cx.request_id);
                     head.version = downstream_version;
                     let body = stream_back(body, upstream);
+                    if let Some(slot) = slot.take() {
+                        // The request counts against the limit until its response body is done.
+                        exchange.hold_slot(slot);
+                    }
                     return Ok(Response::from_parts(head, ResponseBody::upstream(body, exchange)));
                 }
                 tracing::debug!(upstream = %upstream.id, endpoint = %endpoint.addr, status, "retrying on status");
