@@ -275,23 +275,45 @@ where
 }
 
 /// Runs a connection to its end, with the head/idle watchdog and graceful drain on shutdown.
-async fn drive<C: Graceful>(connection: C, watched: &Conn, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+///
+/// The watchdog timer and the shutdown signal are polled only when they woke the task, not on every wake of the
+/// connection (a `select!` would poll all three each time the socket is ready: measured at ~650 instructions per
+/// request, 2 % of a proxied request).
+async fn drive<C: Graceful>(connection: C, watched: &Conn, shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut connection = std::pin::pin!(connection);
     let timeout = watched.listener.header_timeout;
-    let watchdog = tokio::time::sleep_until(watched.activity.since + timeout);
-    let mut watchdog = std::pin::pin!(watchdog);
+    let mut watchdog = std::pin::pin!(tokio::time::sleep_until(watched.activity.since + timeout));
+    let mut stop = std::pin::pin!(async move {
+        let mut shutdown = shutdown;
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
+    let wakes = Wakes::new();
     loop {
-        tokio::select! {
-            // The connection first, and no random branch order: this runs on every wake of every connection.
-            biased;
-            result = connection.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            wakes.parent.register(cx.waker());
+            if let std::task::Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Event::Done(result));
+            }
+            if wakes.stop.take() && stop.as_mut().poll(&mut wakes.stop.context()).is_ready() {
+                return std::task::Poll::Ready(Event::Shutdown);
+            }
+            if wakes.watchdog.take() && watchdog.as_mut().poll(&mut wakes.watchdog.context()).is_ready() {
+                return std::task::Poll::Ready(Event::Watchdog);
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Done(result) => {
                 log_end(result);
                 return;
             }
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            _ = watchdog.as_mut() => {
+            Event::Shutdown => break,
+            Event::Watchdog => {
                 let activity = &watched.activity;
                 let now = Instant::now();
+                // The timer is re-armed below: poll it again so it registers its waker for the new deadline.
+                wakes.watchdog.arm();
                 if activity.in_flight.load(Ordering::Acquire) > 0 {
                     // A request is being served; its own deadlines apply. Look again later.
                     watchdog.as_mut().reset(now + timeout);
@@ -311,6 +333,92 @@ async fn drive<C: Graceful>(connection: C, watched: &Conn, mut shutdown: tokio::
     // Draining: HTTP/1.1 closes after the response in flight, HTTP/2 sends GOAWAY and finishes open streams.
     connection.as_mut().graceful_shutdown();
     log_end(connection.await);
+}
+
+/// What ended a round of [`drive`].
+enum Event {
+    Done(Result<(), hyper::Error>),
+    Shutdown,
+    Watchdog,
+}
+
+/// The connection task's waker, shared by the wakers of the side branches of [`drive`].
+#[derive(Default)]
+struct ParentWaker(std::sync::Mutex<Option<std::task::Waker>>);
+
+impl ParentWaker {
+    fn register(&self, waker: &std::task::Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn wake(&self) {
+        let waker = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A side branch's waker: notes that the branch woke, then wakes the connection task.
+struct Branch {
+    woken: std::sync::atomic::AtomicBool,
+    parent: Arc<ParentWaker>,
+}
+
+impl std::task::Wake for Branch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.parent.wake();
+    }
+}
+
+/// A side branch of [`drive`] with its own waker.
+struct BranchWaker {
+    branch: Arc<Branch>,
+    waker: std::task::Waker,
+}
+
+impl BranchWaker {
+    fn new(parent: &Arc<ParentWaker>) -> Self {
+        // Woken from the start: every branch is polled once, which registers its waker.
+        let branch = Arc::new(Branch { woken: std::sync::atomic::AtomicBool::new(true), parent: parent.clone() });
+        Self { waker: std::task::Waker::from(branch.clone()), branch }
+    }
+
+    /// Whether the branch woke since it was last polled (and forgets it).
+    fn take(&self) -> bool {
+        self.branch.woken.load(Ordering::Acquire) && self.branch.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// Makes the branch be polled on the next round.
+    fn arm(&self) {
+        self.branch.woken.store(true, Ordering::Release);
+    }
+
+    fn context(&self) -> std::task::Context<'_> {
+        std::task::Context::from_waker(&self.waker)
+    }
+}
+
+/// The wakers of [`drive`]: the task's, the watchdog's and the shutdown signal's.
+struct Wakes {
+    parent: Arc<ParentWaker>,
+    watchdog: BranchWaker,
+    stop: BranchWaker,
+}
+
+impl Wakes {
+    fn new() -> Self {
+        let parent = Arc::new(ParentWaker::default());
+        Self { watchdog: BranchWaker::new(&parent), stop: BranchWaker::new(&parent), parent }
+    }
 }
 
 fn log_end(result: Result<(), hyper::Error>) {
