@@ -115,7 +115,8 @@ pub(crate) async fn forward(
     {
         payload = mirror_request(mirror, &head, payload, &path_and_query, client_authority.as_ref()).await?;
     }
-    let template = matches!(payload, Payload::Replayable(_)).then(|| copy_head(&head));
+    // (The mirror may have buffered the body; that alone does not make the request retryable.)
+    let template = (replay && matches!(payload, Payload::Replayable(_))).then(|| copy_head(&head));
     if template.is_some() {
         state.budget.request(&upstream.budget, start);
     }
