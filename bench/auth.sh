@@ -151,25 +151,5 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$RESULTS" <<'PY' | tee "$OUT/summary.txt"
-import statistics, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
-def ms(v):
-    v = v.strip()
-    for suffix, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if v.endswith(suffix):
-            return float(v[: -len(suffix)]) * f
-    return float("nan")
-by = {}
-for rnd, route, rps, p50, p99, cpu, non2xx in rows:
-    by.setdefault(route, {})[rnd] = (float(rps), ms(p50), ms(p99), float(cpu), int(non2xx or 0))
-plain = by["plain"]
-print(f"{'route':<14}{'req/s (median)':>16}{'vs plain (paired)':>20}{'range':>18}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
-for route, per in by.items():
-    rps = statistics.median(v[0] for v in per.values())
-    ratios = sorted(per[r][0] / plain[r][0] for r in per if r in plain)
-    print(f"{route:<14}{rps:>16.0f}{statistics.median(ratios):>20.3f}{f'{ratios[0]:.3f}..{ratios[-1]:.3f}':>18}"
-          f"{statistics.median(v[1] for v in per.values()):>9.3f}{statistics.median(v[2] for v in per.values()):>9.3f}"
-          f"{sum(v[4] for v in per.values()):>9}")
-PY
+python3 "$HERE/paired.py" "$RESULTS" | tee "$OUT/summary.txt"
 log "raw results in $OUT"

@@ -217,15 +217,20 @@ mod tests {
         }
     }
 
+    /// Three failed requests at `t0`: the breaker of [`settings`] opens.
+    fn trip(b: &Breaker, s: &BreakerSettings, t0: Instant) {
+        for _ in 0..3 {
+            let t = b.admit(s, t0).unwrap();
+            b.record(t, true, s, t0);
+        }
+    }
+
     #[test]
     fn opens_fails_fast_probes_and_closes() {
         let b = Breaker::default();
         let s = settings();
         let t0 = Instant::now();
-        for _ in 0..3 {
-            let t = b.admit(&s, t0).unwrap();
-            b.record(t, true, &s, t0);
-        }
+        trip(&b, &s, t0);
         assert_eq!(b.position(&s, t0), BreakerPosition::Open);
         let left = b.admit(&s, t0 + Duration::from_secs(1)).unwrap_err();
         assert_eq!(left, Duration::from_secs(4));
@@ -246,10 +251,7 @@ mod tests {
         let b = Breaker::default();
         let s = settings();
         let t0 = Instant::now();
-        for _ in 0..3 {
-            let t = b.admit(&s, t0).unwrap();
-            b.record(t, true, &s, t0);
-        }
+        trip(&b, &s, t0);
         let t1 = t0 + Duration::from_secs(6);
         drop(b.admit(&s, t1).unwrap());
         let p = b.admit(&s, t1).unwrap();

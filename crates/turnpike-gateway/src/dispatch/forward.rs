@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{COOKIE, HOST};
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::Body as _;
@@ -422,15 +422,7 @@ fn copy_head(head: &http::request::Parts) -> http::request::Parts {
 fn hash_key(on: &HashOn, head: &http::request::Parts, cx: &Cx) -> Option<u64> {
     match on {
         HashOn::Header(name) => head.headers.get(name).map(|v| stable_hash(v.as_bytes())),
-        HashOn::Cookie(name) => head
-            .headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k.trim() == name)
-            .map(|(_, v)| stable_hash(v.trim().as_bytes())),
+        HashOn::Cookie(name) => crate::snapshot::cookie(&head.headers, name).map(|v| stable_hash(v.as_bytes())),
         HashOn::ClientIp => Some(match cx.client_ip {
             std::net::IpAddr::V4(ip) => stable_hash(&ip.octets()),
             std::net::IpAddr::V6(ip) => stable_hash(&ip.octets()),

@@ -46,6 +46,24 @@ fn post(url: &str, body: &'static str) -> Request<turnpike_test::client::Body> {
     Request::post(url).body(full(body)).expect("valid request")
 }
 
+/// `n` GETs of `url` at once, each on its own connection: their statuses and `Retry-After` headers.
+async fn concurrent_gets(url: &str, n: usize) -> Vec<(u16, Option<String>)> {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let reply = Client::h1().get(&url).await;
+                (reply.status.as_u16(), reply.header("retry-after").map(str::to_string))
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for call in calls {
+        out.push(call.await.unwrap());
+    }
+    out
+}
+
 fn available(gw: &TestGateway, addr: std::net::SocketAddr) -> bool {
     let snap = gw.handle.snapshot();
     let upstream = &snap.upstreams["backend"];
@@ -232,17 +250,7 @@ async fn the_breaker_opens_fails_fast_probes_closes_and_survives_a_reload() {
     // Half-open after the open time: exactly two probes reach the upstream, the others are refused.
     mode.store(SLOW_OK, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let url = gw.url("/api/x");
-    let calls: Vec<_> = (0..5)
-        .map(|_| {
-            let (client, url) = (Client::h1(), url.clone());
-            tokio::spawn(async move { client.get(&url).await.status.as_u16() })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for call in calls {
-        statuses.push(call.await.unwrap());
-    }
+    let mut statuses: Vec<u16> = concurrent_gets(&gw.url("/api/x"), 5).await.iter().map(|r| r.0).collect();
     statuses.sort();
     assert_eq!(statuses, [200, 200, 503, 503, 503]);
     assert_eq!(mock.count(), 5);
@@ -279,20 +287,10 @@ async fn the_concurrency_limit_sheds_instead_of_queueing_forever() {
     let mock = MockUpstream::start(|_| MockReply::text(200, "ok").delay(Duration::from_millis(300))).await;
     let upstream = "    retry: { attempts: 1 }\n    concurrency_limit: { max_in_flight: 2, max_queued: 1 }";
     let gw = TestGateway::start(&config(&[mock.addr().to_string()], upstream, "")).await;
-    let url = gw.url("/api/slow");
-    let calls: Vec<_> = (0..6)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let reply = Client::h1().get(&url).await;
-                (reply.status.as_u16(), reply.header("retry-after").map(str::to_string))
-            })
-        })
-        .collect();
     let mut ok = 0;
     let mut shed = 0;
-    for call in calls {
-        match call.await.unwrap() {
+    for answer in concurrent_gets(&gw.url("/api/slow"), 6).await {
+        match answer {
             (200, _) => ok += 1,
             (503, Some(_)) => shed += 1,
             other => panic!("unexpected answer {other:?}"),
