@@ -486,3 +486,30 @@ async fn a_per_endpoint_breaker_takes_only_the_failing_endpoint_out() {
     assert_eq!(statuses.iter().filter(|&&s| s == 500).count(), 2, "{statuses:?}");
     assert!(statuses[4..].iter().all(|&s| s == 200), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn health_probes_stop_when_no_configuration_lists_the_endpoint() {
+    let probes = Arc::new(AtomicUsize::new(0));
+    let p = probes.clone();
+    let a = MockUpstream::start(move |r| {
+        if r.uri.path() == "/health" {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+        MockReply::text(200, "a")
+    })
+    .await;
+    let b = named("b").await;
+    let check = "    health_check: { path: /health, interval: 50ms, jitter: 0s }";
+    let gw = TestGateway::start(&config(&addrs(&[&a, &b]), check, "")).await;
+    assert!(eventually(Duration::from_secs(5), || probes.load(Ordering::SeqCst) >= 3).await, "no probes");
+    // A reload that keeps the endpoint keeps probing it.
+    gw.reload(&config(&addrs(&[&a, &b]), check, "")).unwrap();
+    let before = probes.load(Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(5), || probes.load(Ordering::SeqCst) >= before + 3).await);
+    // A reload that drops it ends its probes.
+    gw.reload(&config(&addrs(&[&b]), check, "")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_drop = probes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), after_drop, "the dropped endpoint is still probed");
+}
