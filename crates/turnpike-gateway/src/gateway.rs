@@ -182,6 +182,7 @@ impl GatewayHandle {
     fn spawn_background(&self, watch_file: Option<std::path::PathBuf>) {
         let mut tasks = lock(&self.gateway.tasks);
         tasks.push(tokio::spawn(sweep_pools(Arc::downgrade(&self.gateway))));
+        tasks.push(tokio::spawn(crate::discovery::run(Arc::downgrade(&self.gateway))));
         if let Some(path) = watch_file {
             match crate::watch::spawn(path, self.clone()) {
                 Ok(task) => tasks.push(task),
@@ -235,6 +236,10 @@ impl GatewayHandle {
     /// Replaces the configuration source used by the next [`reload`](Self::reload).
     pub fn set_source(&self, source: ConfigSource) {
         *lock(&self.gateway.source) = source;
+    }
+
+    pub(crate) fn from_gateway(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
     }
 
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Gateway> {

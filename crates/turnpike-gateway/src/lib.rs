@@ -7,6 +7,7 @@
 mod body;
 pub mod config;
 pub mod control;
+mod discovery;
 mod dispatch;
 mod finish;
 mod gateway;

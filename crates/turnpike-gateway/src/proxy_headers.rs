@@ -270,6 +270,7 @@ mod tests {
             security_headers: Default::default(),
             ip_filter: None,
             gateway_token: None,
+            dns: (Vec::new(), Duration::from_secs(2)),
         }
     }
 

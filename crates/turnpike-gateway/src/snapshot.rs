@@ -88,6 +88,8 @@ pub struct ServerSettings {
     pub ip_filter: Option<IpFilter>,
     /// Signs identity tokens for upstreams, when configured.
     pub gateway_token: Option<GatewaySigner>,
+    /// Name servers for re-resolving endpoint names (empty: the system's), and the resolution timeout.
+    pub dns: (Vec<std::net::SocketAddr>, Duration),
 }
 
 impl ServerSettings {

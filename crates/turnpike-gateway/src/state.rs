@@ -21,4 +21,41 @@ pub struct State {
     pub introspection: IntrospectionStates,
     /// OPA decision caches, by route.
     pub opa: OpaStates,
+    /// What endpoint host names last resolved to (filled by the DNS discovery loop).
+    pub dns: DnsCache,
+}
+
+/// Endpoint host names and the addresses they last resolved to, with when.
+#[derive(Debug, Default)]
+pub struct DnsCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Vec<std::net::IpAddr>, tokio::time::Instant)>>,
+}
+
+impl DnsCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Vec<std::net::IpAddr>, tokio::time::Instant)>>
+    {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The addresses `host` last resolved to.
+    pub fn get(&self, host: &str) -> Option<Vec<std::net::IpAddr>> {
+        self.lock().get(host).map(|(ips, _)| ips.clone())
+    }
+
+    /// When `host` was last resolved.
+    pub fn resolved_at(&self, host: &str) -> Option<tokio::time::Instant> {
+        self.lock().get(host).map(|(_, at)| *at)
+    }
+
+    /// Records a resolution (addresses sorted); returns whether the addresses changed.
+    pub fn update(&self, host: &str, mut ips: Vec<std::net::IpAddr>, at: tokio::time::Instant) -> bool {
+        ips.sort();
+        ips.dedup();
+        let mut entries = self.lock();
+        let changed = entries.get(host).is_none_or(|(old, _)| *old != ips);
+        entries.insert(host.to_string(), (ips, at));
+        changed
+    }
 }

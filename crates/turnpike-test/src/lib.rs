@@ -2,12 +2,14 @@
 //! and HTTP/1.1 and HTTP/2 clients. Everything talks real HTTP over loopback.
 
 pub mod client;
+pub mod dns;
 pub mod gateway;
 pub mod mock;
 pub mod raw;
 pub mod tls;
 
 pub use client::{Client, Reply};
+pub use dns::DnsServer;
 pub use gateway::TestGateway;
 pub use mock::{MockReply, MockUpstream, Recorded};
 pub use raw::{RawConn, RawResponse};

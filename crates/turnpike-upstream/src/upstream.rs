@@ -122,6 +122,10 @@ pub struct Upstream {
     pub hash_on: Option<HashOn>,
     /// Statuses that count as the endpoint failing, for outlier detection and the breaker (inclusive ranges).
     pub failure_statuses: Vec<(u16, u16)>,
+    /// Host names among its endpoints (re-resolved every `dns_refresh`).
+    pub hostnames: Vec<String>,
+    /// How often its host names are resolved again (zero: never).
+    pub dns_refresh: Duration,
 }
 
 /// What consistent hashing hashes.

@@ -215,6 +215,19 @@ impl Compiler<'_> {
     }
 
     fn server(&mut self, s: &ServerConfig, extra_identity_headers: &[HeaderName]) -> Option<ServerSettings> {
+        let mut nameservers = Vec::new();
+        for (i, ns) in s.dns.nameservers.iter().enumerate() {
+            match ns.parse::<SocketAddr>() {
+                Ok(addr) => nameservers.push(addr),
+                Err(_) => self.error(
+                    &Path::root().key("server").key("dns").key("nameservers").index(i),
+                    format!("`{ns}` is not `ip:port`"),
+                ),
+            }
+        }
+        if s.dns.timeout.0.is_zero() {
+            self.error(&Path::root().key("server").key("dns").key("timeout"), "must be longer than 0");
+        }
         let base = Path::root().key("server");
         let mut trusted_proxies = Vec::new();
         for (i, cidr) in s.trusted_proxies.iter().enumerate() {
@@ -274,6 +287,7 @@ impl Compiler<'_> {
             security_headers: security_headers?,
             ip_filter,
             gateway_token,
+            dns: (nameservers, s.dns.timeout.into()),
         })
     }
 
@@ -406,6 +420,7 @@ impl Compiler<'_> {
                 }
             });
             let mut endpoints = Vec::new();
+            let mut hostnames = Vec::new();
             let mut seen = HashSet::new();
             for (i, e) in u.endpoints.iter().enumerate() {
                 let path = u.path.clone().key("endpoints").index(i);
@@ -414,8 +429,18 @@ impl Compiler<'_> {
                     self.error(&path.clone().key("weight"), "weight must be between 1 and 1000");
                     continue;
                 }
-                let addrs = match resolve(e.address()) {
+                let refresh: std::time::Duration = u.dns_refresh.into();
+                if let Some((host, _)) = host_name(e.address()) {
+                    hostnames.push(host.to_string());
+                }
+                let addrs = match resolve(e.address(), &state.dns) {
                     Ok(addrs) => addrs,
+                    // Re-resolved on an interval: the name may appear later (another name server, a service that
+                    // is not deployed yet). Until then, no endpoint comes from it.
+                    Err(message) if !refresh.is_zero() && host_name(e.address()).is_some() => {
+                        tracing::warn!(upstream = %id, endpoint = e.address(), reason = %message, "endpoint name does not resolve yet");
+                        Vec::new()
+                    }
                     Err(message) => {
                         self.error(&path, message);
                         continue;
@@ -555,6 +580,8 @@ impl Compiler<'_> {
                 limit,
                 hash_on,
                 failure_statuses,
+                hostnames,
+                dns_refresh: u.dns_refresh.into(),
             };
             out.insert(id, Arc::new(upstream));
         }
@@ -971,9 +998,29 @@ fn parse_net(text: &str) -> Option<IpNet> {
 }
 
 /// Resolves `host:port`; a name may resolve to several addresses, all of which become endpoints.
-fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
+/// The host name and port of `address`, unless it is an IP address.
+fn host_name(address: &str) -> Option<(&str, u16)> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return None;
+    }
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+}
+
+/// The addresses of `address`: itself when it is `ip:port`; else what the discovery loop last resolved the name
+/// to, or the system resolver's answer now.
+fn resolve(address: &str, dns: &crate::state::DnsCache) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = address.parse::<SocketAddr>() {
         return Ok(vec![addr]);
+    }
+    if let Some((host, port)) = host_name(address)
+        && let Some(ips) = dns.get(host)
+    {
+        return if ips.is_empty() {
+            Err(format!("`{host}` resolves to no address"))
+        } else {
+            Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+        };
     }
     let Some((host, port)) = address.rsplit_once(':') else {
         return Err(format!("`{address}` is not `host:port`"));

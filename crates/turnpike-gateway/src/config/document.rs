@@ -132,6 +132,25 @@ pub struct ServerConfig {
     /// The key the gateway signs identity tokens for upstreams with (routes opt in with
     /// `auth.gateway_token: true`).
     pub gateway_token: Option<GatewayTokenConfig>,
+    /// How host names of upstream endpoints are resolved and re-resolved (`upstreams.<id>.dns_refresh`).
+    pub dns: DnsConfig,
+}
+
+/// DNS resolution of upstream endpoint names.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`) asked when endpoint names are re-resolved. Empty: the system's
+    /// (`/etc/resolv.conf`, and `/etc/hosts`).
+    pub nameservers: Vec<String>,
+    /// How long one resolution may take.
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self { nameservers: Vec::new(), timeout: Duration(std::time::Duration::from_secs(2)) }
+    }
 }
 
 impl Default for ServerConfig {
@@ -148,6 +167,7 @@ impl Default for ServerConfig {
             identity_headers: IdentityHeadersConfig::default(),
             security_headers: SecurityHeadersConfig::default(),
             ip_filter: None,
+            dns: DnsConfig::default(),
             gateway_token: None,
         }
     }
@@ -412,6 +432,16 @@ pub struct UpstreamConfig {
     /// A limit on requests in flight (and waiting) to this upstream. Absent: none.
     #[serde(default)]
     pub concurrency_limit: Option<ConcurrencyLimitConfig>,
+    /// How often endpoints given as host names are resolved again (every A/AAAA record is an endpoint; a change
+    /// is applied like a reload: pools of addresses that remain are kept). `0s`: only when the configuration is
+    /// loaded. With a refresh, a name that does not resolve yet is not an error: the upstream has no endpoint
+    /// from it until it does.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: Duration,
+}
+
+fn default_dns_refresh() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
 }
 
 fn default_failure_statuses() -> Vec<StatusRange> {

@@ -508,6 +508,7 @@ async fn gateway_refuses_to_start_with_an_invalid_config_and_reports_every_error
 #[test]
 fn resilience_settings_are_checked_with_paths() {
     let text = "\
+server: { dns: { nameservers: [dns.example] } }
 listeners:
   - name: public
     address: 127.0.0.1:0
@@ -543,6 +544,7 @@ routes:
         "routes[both].split",
         "routes[canary].split[0].upstream",
         "routes[canary].mirror.percent",
+        "server.dns.nameservers[0]",
     ] {
         let (_, (line, _)) = error_at(&report, path);
         assert!(line > 0, "{path}");

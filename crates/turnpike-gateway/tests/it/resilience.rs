@@ -513,3 +513,80 @@ async fn health_probes_stop_when_no_configuration_lists_the_endpoint() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(probes.load(Ordering::SeqCst), after_drop, "the dropped endpoint is still probed");
 }
+
+/// GETs `/api/x` until the answer is `body` (true) or `limit` passes (false).
+async fn until_served_by(client: &Client, gw: &TestGateway, body: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let reply = client.get(&gw.url("/api/x")).await;
+        if reply.status == 200 && reply.text() == body {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn endpoint_names_are_resolved_again_and_pools_of_remaining_addresses_are_kept() {
+    let dns = turnpike_test::DnsServer::start().await;
+    let a = MockUpstream::start(|_| MockReply::text(200, "a")).await;
+    let port = a.addr().port();
+    let b =
+        MockUpstream::start_at(std::net::SocketAddr::from(([127, 0, 0, 2], port)), |_| MockReply::text(200, "b")).await;
+    let name = "inventory.turnpike.test";
+    let (ip_a, ip_b) = (a.addr().ip(), b.addr().ip());
+    dns.set(name, &[ip_a]);
+    let yaml = format!(
+        r#"
+server: {{ dns: {{ nameservers: ["{}"], timeout: 1s }} }}
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  backend:
+    endpoints: ["{name}:{port}"]
+    balance: round_robin
+    dns_refresh: 100ms
+routes:
+  - {{ id: api, match: {{ prefix: /api }}, upstream: backend }}
+"#,
+        dns.addr()
+    );
+    // The system resolver does not know the name: the gateway starts without an endpoint from it, and the
+    // discovery loop finds it through the configured name server.
+    let gw = TestGateway::start(&yaml).await;
+    let client = Client::h1();
+    assert!(until_served_by(&client, &gw, "a", Duration::from_secs(10)).await, "the name was never resolved");
+    let a_connections = a.connections();
+
+    // A second address appears: it gets traffic, and the pooled connection to the first one is kept.
+    dns.set(name, &[ip_a, ip_b]);
+    assert!(until_served_by(&client, &gw, "b", Duration::from_secs(10)).await, "the new address gets no traffic");
+    for _ in 0..10 {
+        assert_eq!(client.get(&gw.url("/api/x")).await.status, 200);
+    }
+    assert!(a.count() > 1);
+    assert_eq!(a.connections(), a_connections, "the first address's pooled connection was dropped");
+
+    // The first address goes away: only the second one is used.
+    dns.set(name, &[ip_b]);
+    let mut settled = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let served = answers(&client, &gw, 6).await;
+        if served.iter().all(|s| s == "b") {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the removed address still gets traffic");
+    assert!(dns.queries() >= 3);
+}
+
+/// The bodies of `n` GETs of `/api/x`, one after the other.
+async fn answers(client: &Client, gw: &TestGateway, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(client.get(&gw.url("/api/x")).await.text());
+    }
+    out
+}
