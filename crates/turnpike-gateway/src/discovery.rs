@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{Resolver, TokioResolver};
@@ -41,6 +41,8 @@ fn resolver(nameservers: &[SocketAddr], timeout: Duration) -> Option<TokioResolv
     let options = builder.options_mut();
     options.timeout = timeout;
     options.attempts = 1;
+    // Every A and AAAA record is an endpoint.
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     // The refresh interval decides when a name is asked again, not the record's TTL.
     options.cache_size = 0;
     Some(builder.build())

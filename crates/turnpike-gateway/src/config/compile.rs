@@ -433,7 +433,7 @@ impl Compiler<'_> {
                 if let Some((host, _)) = host_name(e.address()) {
                     hostnames.push(host.to_string());
                 }
-                let addrs = match resolve(e.address(), &state.dns) {
+                let addrs = match resolve(e.address(), (!refresh.is_zero()).then_some(&state.dns)) {
                     Ok(addrs) => addrs,
                     // Re-resolved on an interval: the name may appear later (another name server, a service that
                     // is not deployed yet). Until then, no endpoint comes from it.
@@ -1007,14 +1007,15 @@ fn host_name(address: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
 }
 
-/// The addresses of `address`: itself when it is `ip:port`; else what the discovery loop last resolved the name
-/// to, or the system resolver's answer now.
-fn resolve(address: &str, dns: &crate::state::DnsCache) -> Result<Vec<SocketAddr>, String> {
+/// The addresses of `address`: itself when it is `ip:port`; else, for a name the discovery loop refreshes (`dns`
+/// given), what it last resolved to; else the system resolver's answer now (which then seeds the cache, so the
+/// loop's first answer is compared with what the endpoints are).
+fn resolve(address: &str, dns: Option<&crate::state::DnsCache>) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = address.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
     if let Some((host, port)) = host_name(address)
-        && let Some(ips) = dns.get(host)
+        && let Some(ips) = dns.and_then(|dns| dns.get(host))
     {
         return if ips.is_empty() {
             Err(format!("`{host}` resolves to no address"))
@@ -1036,6 +1037,9 @@ fn resolve(address: &str, dns: &crate::state::DnsCache) -> Result<Vec<SocketAddr
             let mut addrs: Vec<SocketAddr> = addrs.collect();
             addrs.sort();
             addrs.dedup();
+            if let Some(dns) = dns {
+                dns.update(host, addrs.iter().map(SocketAddr::ip).collect(), tokio::time::Instant::now());
+            }
             if addrs.is_empty() { Err(format!("`{host}` resolves to no address")) } else { Ok(addrs) }
         }
         Err(err) => Err(format!("cannot resolve `{host}`: {err}")),

@@ -590,3 +590,28 @@ async fn answers(client: &Client, gw: &TestGateway, n: usize) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_name_that_resolves_the_same_is_not_applied_again() {
+    let mock = named("local").await;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  backend: {{ endpoints: ["localhost:{}"], dns_refresh: 50ms }}
+routes:
+  - {{ id: api, match: {{ prefix: /api }}, upstream: backend }}
+"#,
+        mock.addr().port()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = Client::h1();
+    for _ in 0..20 {
+        // `localhost` may include `::1`, where nothing listens: that connect failure is retried on `127.0.0.1`.
+        assert_eq!(client.get(&gw.url("/api/x")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The system resolver at load and the discovery loop agree on `localhost`: at most one reload (if their
+    // answers differ in family), not one per refresh.
+    assert!(gw.handle.snapshot().generation <= 2, "generation {}", gw.handle.snapshot().generation);
+}
