@@ -54,28 +54,37 @@ pub enum WhenAllDown {
     Fail,
 }
 
-/// The endpoints a request has already tried (indices into the upstream's list): retries avoid them.
+/// The endpoints a request has already tried (indices into the upstream's list): retries avoid them. The first
+/// few are kept inline, so a request that is not retried allocates nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Tried {
-    indices: Vec<usize>,
+    inline: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
 }
 
 impl Tried {
     /// Whether `i` was tried.
     pub fn contains(&self, i: usize) -> bool {
-        self.indices.contains(&i)
+        self.inline[..self.len].contains(&i) || self.more.contains(&i)
     }
 
     /// Marks `i` as tried.
     pub fn push(&mut self, i: usize) {
-        if !self.contains(i) {
-            self.indices.push(i);
+        if self.contains(i) {
+            return;
+        }
+        if self.len < self.inline.len() {
+            self.inline[self.len] = i;
+            self.len += 1;
+        } else {
+            self.more.push(i);
         }
     }
 
     /// Whether nothing was tried yet.
     pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
+        self.len == 0
     }
 }
 
@@ -235,5 +244,23 @@ impl Upstream {
         for e in &self.endpoints {
             e.endpoint.set_active_check(self.active_check.clone(), &self.pool);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_keeps_every_index_inline_first() {
+        let mut t = Tried::default();
+        assert!(t.is_empty());
+        for i in [3, 1, 3, 7, 9, 11, 1] {
+            t.push(i);
+        }
+        for i in [3, 1, 7, 9, 11] {
+            assert!(t.contains(i));
+        }
+        assert!(!t.contains(2) && !t.is_empty());
     }
 }
