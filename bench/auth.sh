@@ -18,6 +18,8 @@
 # Loopback only; every wrk run is bounded (-d plus `timeout`); everything started is stopped on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 RIG=${RIG:-$(cd "$HERE/../../shared/bench" 2>/dev/null && pwd || true)}
 BACKEND_BIN=${BACKEND_BIN:-$RIG/target/release/bench-backend}
 DURATION=${DURATION:-8}
@@ -114,20 +116,7 @@ run_wrk() { # <route> <seconds> <out>
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
 
 if [[ ${MODE:-wrk} == callgrind ]]; then
-    printf '%-14s %14s %10s %14s\n' route instructions requests "instr/request" | tee "$OUT/summary.txt"
-    for r in "${ROUTES[@]}"; do
-        run_wrk "$r" 2 /dev/null
-        callgrind_control -z "$TPID" >/dev/null
-        run_wrk "$r" "${DURATION}" "$OUT/wrk-$r.txt"
-        callgrind_control -d "$r" "$TPID" >/dev/null
-        sleep 1
-        requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-$r.txt")
-        dump=$(ls -t "$OUT"/callgrind.* | head -1)
-        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
-        cp "$dump" "$OUT/route-$r.callgrind"
-        printf '%-14s %14s %10s %14.0f\n' "$r" "$total" "$requests" "$(echo "$total / $requests" | bc -l)" \
-            | tee -a "$OUT/summary.txt"
-    done
+    callgrind_per_route "$TPID" "$OUT" "${ROUTES[@]}"
     log "raw results in $OUT"
     exit 0
 fi

@@ -20,6 +20,8 @@
 # Loopback only; every wrk run is bounded (-d plus `timeout`); everything started is stopped on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 RIG=${RIG:-$(cd "$HERE/../../shared/bench" 2>/dev/null && pwd || true)}
 BACKEND_BIN=${BACKEND_BIN:-$RIG/target/release/bench-backend}
 FAULT_BIN=$HERE/../target/release/examples/fault_backend
@@ -144,20 +146,7 @@ ROUTES=(plain resilient)
 
 if [[ $MODE == callgrind ]]; then
     start_turnpike "$TMP/turnpike.yaml" valgrind
-    printf '%-12s %14s %10s %14s\n' route instructions requests "instr/request" | tee "$OUT/summary.txt"
-    for r in "${ROUTES[@]}"; do
-        CONNS=16 run_wrk "$r" 2 /dev/null
-        callgrind_control -z "$TPID" >/dev/null
-        CONNS=16 run_wrk "$r" "$DURATION" "$OUT/wrk-$r.txt"
-        callgrind_control -d "$r" "$TPID" >/dev/null
-        sleep 1
-        requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-$r.txt")
-        dump=$(ls -t "$OUT"/callgrind.* | head -1)
-        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
-        mv "$dump" "$OUT/route-$r.callgrind"
-        printf '%-12s %14s %10s %14.0f\n' "$r" "$total" "$requests" "$(echo "$total / $requests" | bc -l)" \
-            | tee -a "$OUT/summary.txt"
-    done
+    CONNS=16 callgrind_per_route "$TPID" "$OUT" "${ROUTES[@]}"
     log "raw results in $OUT"
     exit 0
 fi
