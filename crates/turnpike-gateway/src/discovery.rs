@@ -15,6 +15,9 @@ use tokio::time::Instant;
 
 use crate::gateway::{Gateway, GatewayHandle};
 
+/// Name servers (empty: the system's) and the resolution timeout, as in `ServerSettings::dns`.
+type DnsSettings = (Vec<SocketAddr>, Duration);
+
 /// The longest pause between two looks at what is due.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// The shortest.
@@ -50,7 +53,8 @@ fn resolver(nameservers: &[SocketAddr], timeout: Duration) -> Option<TokioResolv
 
 /// Runs until the gateway is gone.
 pub(crate) async fn run(gateway: Weak<Gateway>) {
-    let mut current: Option<((Vec<SocketAddr>, Duration), TokioResolver)> = None;
+    // The resolver for the current settings (`None` inside: it could not be built, which was logged once).
+    let mut current: Option<(DnsSettings, Option<TokioResolver>)> = None;
     loop {
         let Some(gw) = gateway.upgrade() else { return };
         let snap = gw.snapshot();
@@ -75,9 +79,9 @@ pub(crate) async fn run(gateway: Weak<Gateway>) {
         }
         if !due.is_empty() {
             if current.as_ref().is_none_or(|(settings, _)| *settings != snap.server.dns) {
-                current = resolver(&snap.server.dns.0, snap.server.dns.1).map(|r| (snap.server.dns.clone(), r));
+                current = Some((snap.server.dns.clone(), resolver(&snap.server.dns.0, snap.server.dns.1)));
             }
-            if let Some((_, resolver)) = &current
+            if let Some((_, Some(resolver))) = &current
                 && resolve_all(&gw, resolver, &due, snap.server.dns.1).await
             {
                 let handle = GatewayHandle::from_gateway(gw.clone());
