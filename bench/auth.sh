@@ -34,19 +34,7 @@ OUT=${RESULTS_DIR:-$HERE/results/auth-$(date +%Y%m%d-%H%M%S)}
 
 log() { printf '[auth.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2; }
-if [[ ! -x $BACKEND_BIN ]]; then
-    (cd "$RIG" && cargo build --release -p bench-backend) || { log "cannot build the rig's backend"; exit 2; }
-fi
-(cd "$HERE/.." && cargo build --release -p turnpike)
-mkdir -p "$OUT"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+prepare_run
 
 # An RSA key pair and an RS256 token signed with it (what an identity provider would issue).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rsa.key" 2>/dev/null

@@ -1,5 +1,25 @@
 # lib.sh - helpers shared by the bench scripts (sourced, not run).
 
+# prepare_run: the rig's backend (built when missing), a release build of turnpike, the results directory $OUT, a
+# scratch directory $TMP, and a trap that stops every process in PIDS and removes $TMP when the script exits.
+# Needs HERE, RIG, BACKEND_BIN, OUT and a `log` function.
+prepare_run() {
+    if [[ ! -x $BACKEND_BIN ]]; then
+        (cd "$RIG" && cargo build --release -p bench-backend) || { log "cannot build the rig's backend"; exit 2; }
+    fi
+    (cd "$HERE/.." && cargo build --release -p turnpike)
+    mkdir -p "$OUT"
+    TMP=$(mktemp -d)
+    PIDS=()
+    trap cleanup_run EXIT
+}
+
+cleanup_run() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+
 # callgrind_per_route <pid> <out-dir> <route>...: for each route, a 2 s warm-up, counters zeroed, $DURATION s of
 # load through the caller's `run_wrk <route> <seconds> <out-file>`, a dump; prints and writes to
 # <out-dir>/summary.txt the instructions per request of each route (valgrind's total / requests wrk completed).

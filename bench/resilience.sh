@@ -37,19 +37,8 @@ OUT=${RESULTS_DIR:-$HERE/results/resilience-$MODE-$(date +%Y%m%d-%H%M%S)}
 
 log() { printf '[resilience.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2; }
-if [[ ! -x $BACKEND_BIN ]]; then
-    (cd "$RIG" && cargo build --release -p bench-backend) || { log "cannot build the rig's backend"; exit 2; }
-fi
-(cd "$HERE/.." && cargo build --release -p turnpike && cargo build --release -p turnpike-test --example fault_backend)
-mkdir -p "$OUT"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+prepare_run
+(cd "$HERE/.." && cargo build --release -p turnpike-test --example fault_backend)
 
 wait_for() { # <url>
     for _ in $(seq 1 300); do

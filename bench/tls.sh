@@ -13,6 +13,8 @@
 # Loopback only; every run is bounded in time; everything started is stopped on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 RIG=${RIG:-$(cd "$HERE/../../shared/bench" 2>/dev/null && pwd || true)}
 BACKEND_BIN=${BACKEND_BIN:-$RIG/target/release/bench-backend}
 DURATION=${DURATION:-6}
@@ -27,19 +29,8 @@ OUT=${RESULTS_DIR:-$HERE/results/tls-$(date +%Y%m%d-%H%M%S)}
 
 log() { printf '[tls.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 for tool in nginx wrk openssl; do command -v $tool >/dev/null || { log "$tool not found (apt-get install $tool)"; exit 2; }; done
-if [[ ! -x $BACKEND_BIN ]]; then
-    (cd "$RIG" && cargo build --release -p bench-backend) || { log "cannot build the rig's backend"; exit 2; }
-fi
-(cd "$HERE/.." && cargo build --release -p turnpike)
-mkdir -p "$OUT"
-RUN=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
+prepare_run
+RUN=$TMP
 
 # One certificate for both: a test CA and a leaf for 127.0.0.1 / localhost.
 case $KEY in
