@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod headers;
 pub mod identity_headers;
 pub mod ip_filter;
+pub mod rate_limit;
 pub mod validate;
 
 /// A secret in the configuration (an HMAC secret, a plaintext API key, a client secret), never shown: `Debug`
