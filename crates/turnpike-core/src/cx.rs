@@ -89,6 +89,10 @@ pub struct Cx {
     pub retry_stopped: Option<&'static str>,
     /// The machine name of the error the gateway answered with, if any.
     pub error: Option<&'static str>,
+    /// What rate limiting decided (`allowed`, `refused`, `shadow_refused`, ...), on rate-limited routes.
+    pub rate_limit: Option<&'static str>,
+    /// The limit that refused (or would have, in shadow mode): `policy/limit`.
+    pub rate_limit_by: Option<Arc<str>>,
 }
 
 impl Cx {
@@ -111,6 +115,8 @@ impl Cx {
             upstream_duration: None,
             retry_stopped: None,
             error: None,
+            rate_limit: None,
+            rate_limit_by: None,
         }
     }
 }

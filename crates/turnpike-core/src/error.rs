@@ -122,6 +122,12 @@ pub enum GatewayError {
         /// The expected media type.
         expected: &'static str,
     },
+    /// A rate limit refused the request.
+    #[error("too many requests; retry after {} s", retry_after.as_secs())]
+    RateLimited {
+        /// When a request would be allowed again (the `Retry-After`, whole seconds).
+        retry_after: Duration,
+    },
     /// No endpoint of the upstream can be used.
     #[error("no endpoint of upstream `{upstream}` is available")]
     NoHealthyEndpoint {
@@ -184,6 +190,7 @@ impl GatewayError {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -209,6 +216,7 @@ impl GatewayError {
             | GatewayError::BadRequest(_)
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::TooManyHeaders { .. }
+            | GatewayError::RateLimited { .. }
             | GatewayError::UriTooLong { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ClientTimeout
@@ -240,6 +248,7 @@ impl GatewayError {
             | GatewayError::BadRequest(_)
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::TooManyHeaders { .. }
+            | GatewayError::RateLimited { .. }
             | GatewayError::UriTooLong { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ClientTimeout
@@ -265,6 +274,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad-request",
             GatewayError::HeadersTooLarge { .. } => "headers-too-large",
             GatewayError::TooManyHeaders { .. } => "too-many-headers",
+            GatewayError::RateLimited { .. } => "rate-limited",
             GatewayError::UriTooLong { .. } => "uri-too-long",
             GatewayError::PayloadTooLarge { .. } => "payload-too-large",
             GatewayError::Unauthenticated { .. } => "unauthenticated",

@@ -1,6 +1,7 @@
 //! `ResponseBody`: the body sent to the client. It returns the upstream connection to its pool when the upstream
 //! body ends, and runs the `finish` phase (access log) when the response is done — or abandoned by the client.
 
+use turnpike_policy::rate_limit::Held;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,8 @@ pub struct ResponseBody {
     bytes_out: u64,
     finish: Option<Box<Finish>>,
     _request: Option<RequestGuard>,
+    /// Rate-limit concurrency slots, released when the response is over.
+    _slots: Option<Box<Held>>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -51,12 +54,12 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// A body the gateway made itself.
     pub(crate) fn local(inner: Body) -> Self {
-        Self { inner, exchange: None, ended: false, bytes_out: 0, finish: None, _request: None }
+        Self { inner, exchange: None, ended: false, bytes_out: 0, finish: None, _request: None, _slots: None }
     }
 
     /// An upstream's body; `exchange` goes back to the pool once the body has been read to its end.
     pub(crate) fn upstream(inner: Body, exchange: Exchange) -> Self {
-        Self { inner, exchange: Some(exchange), ended: false, bytes_out: 0, finish: None, _request: None }
+        Self { inner, exchange: Some(exchange), ended: false, bytes_out: 0, finish: None, _request: None, _slots: None }
     }
 
     /// Attaches the `finish` phase, run when the body is done or dropped.
@@ -67,6 +70,13 @@ impl ResponseBody {
     /// Keeps the request marked in flight on its connection until this body is dropped.
     pub(crate) fn hold(&mut self, request: RequestGuard) {
         self._request = Some(request);
+    }
+
+    /// Holds rate-limit concurrency slots until this body is dropped (nothing to hold: nothing kept).
+    pub(crate) fn hold_slots(&mut self, held: Held) {
+        if !held.is_empty() {
+            self._slots = Some(Box::new(held));
+        }
     }
 
     fn end(&mut self) {

@@ -32,6 +32,8 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
         duration: cx.start.elapsed(),
         upstream_duration: cx.upstream_duration,
         retry_stopped: cx.retry_stopped,
+        rate_limit: cx.rate_limit,
+        rate_limit_by: cx.rate_limit_by.as_deref(),
         error: cx.error,
         aborted,
     });

@@ -7,7 +7,7 @@
 //!                preflights (answered here), head and declared body sizes           403 / 431 / 413 / 204
 //! 3 authenticate who is calling: JWT, API key, introspection, client certificate     401 / 503
 //! 4 authorize    roles, scopes, claim rules, policy engine                           401 / 403 / 503
-//! 5 rate_limit   (next issue)
+//! 5 rate_limit   limits keyed by client, consumer, user, route or request values     429
 //! 6 cache_lookup (later)
 //! 7 transform_request: body validation against the route's JSON Schema              400 / 413 / 415
 //! 8 dispatch     forward to an endpoint of the route's upstream, with identity
@@ -31,6 +31,7 @@ use turnpike_core::{Body, BodyError, Cx, ForbiddenKind, GatewayError, Peer, Requ
 use turnpike_policy::auth::{AuthChain, AuthError, AuthInput};
 use turnpike_policy::authz::{AuthzFailure, AuthzInput};
 use turnpike_policy::cors::{Cors, CorsDecision};
+use turnpike_policy::rate_limit::{Held, RateLimitHeaders, RateLimitInput};
 use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
 
@@ -44,6 +45,10 @@ use crate::{dispatch, proxy_headers, respond};
 struct Answer {
     /// CORS headers for an allowed origin.
     cors: Option<HeaderMap>,
+    /// Rate-limit headers (`RateLimit-Policy`, `RateLimit`), on every answer of a rate-limited route.
+    rate_limit: Option<RateLimitHeaders>,
+    /// Concurrency slots held until the response has been sent.
+    held: Option<Held>,
 }
 
 /// Handles one request from arrival to response head; the body streams afterwards and `finish` runs at its end.
@@ -72,6 +77,9 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     };
     // 9 transform_response, on every answer (errors too: a browser must be able to read a 401 from an allowed
     // origin, and security headers protect error pages as much as others).
+    if let Some(held) = answer.held.take() {
+        resp.body_mut().hold_slots(held);
+    }
     transform_response(&snap, &conn, resp.headers_mut(), answer);
     // 11 finish: attached to the body, so it runs when the last byte is sent (or the client goes away) and can
     // report the full duration and size.
@@ -208,7 +216,35 @@ async fn route_and_dispatch(
             AuthzFailure::Unavailable => GatewayError::AuthUnavailable { service: "policy" },
         })?;
     }
-    // 5 rate_limit, 6 cache_lookup: later, here, in this order.
+    // 5 rate_limit: after authentication, so limits can key on who is calling (and pick the caller's plan), and
+    // after authorization, so a caller refused anyway uses up nothing.
+    if let Some(limits) = &route.rate_limit {
+        let input = RateLimitInput {
+            method: &parts.method,
+            path: &path,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            params: &matched.params,
+            route: &route.id,
+            client_ip: cx.client_ip,
+            identity: cx.identity.as_deref(),
+        };
+        // Boxed like authentication: a Redis decision is a large future that routes without limits should not
+        // carry.
+        let decision = Box::pin(limits.check(&input, &conn.gateway.state.rate_limits.clock)).await;
+        cx.rate_limit = Some(decision.outcome.as_str());
+        cx.rate_limit_by = decision.limit;
+        answer.rate_limit = Some(decision.headers);
+        if decision.outcome.refuses() {
+            return Err(GatewayError::RateLimited { retry_after: decision.retry_after });
+        }
+        if !decision.delay.is_zero() {
+            // Shaping: the request leaves at its place in the even schedule (at most the policy's `max_delay`).
+            tokio::time::sleep(decision.delay).await;
+        }
+        answer.held = Some(decision.held);
+    }
+    // 6 cache_lookup: later, here.
 
     let upstream_path = match &route.rewrite {
         Some(rewrite) => {
@@ -376,6 +412,9 @@ fn transform_response(snap: &Snapshot, conn: &Conn, headers: &mut HeaderMap, ans
         && let Some(hsts) = &conn.listener.hsts
     {
         headers.insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    if let Some(rate_limit) = &answer.rate_limit {
+        rate_limit.apply(headers);
     }
     if let Some(cors) = answer.cors {
         for (name, value) in cors.iter() {

@@ -49,7 +49,7 @@ pub fn problem(cx: &Cx, err: &GatewayError, request_id_header: &HeaderName) -> R
         GatewayError::AuthUnavailable { .. } => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        GatewayError::CircuitOpen { retry_after, .. } => {
+        GatewayError::CircuitOpen { retry_after, .. } | GatewayError::RateLimited { retry_after } => {
             // Whole seconds, rounded up: never tell a client to come back before the breaker probes.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));

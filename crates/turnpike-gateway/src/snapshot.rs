@@ -199,6 +199,8 @@ pub struct Route {
     pub authorize: Option<Authorizer>,
     /// Whether the upstream gets a gateway-signed identity token.
     pub gateway_token: bool,
+    /// Rate limits.
+    pub rate_limit: Option<turnpike_policy::rate_limit::RouteRateLimit>,
 }
 
 /// A variant of a route pinned by a header or cookie value.

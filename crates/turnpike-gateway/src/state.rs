@@ -6,6 +6,7 @@ use turnpike_core::Registry;
 use turnpike_policy::auth::introspection::IntrospectionStates;
 use turnpike_policy::auth::jwt::JwtStates;
 use turnpike_policy::authz::OpaStates;
+use turnpike_policy::rate_limit::RateLimitStates;
 use turnpike_upstream::{Endpoint, EndpointKey, UpstreamState};
 
 /// Every registry of runtime state. A snapshot holds `Arc`s into these; state no snapshot holds is dropped.
@@ -21,6 +22,8 @@ pub struct State {
     pub introspection: IntrospectionStates,
     /// OPA decision caches, by route.
     pub opa: OpaStates,
+    /// Rate-limit counters, by policy id, limit name and algorithm.
+    pub rate_limits: RateLimitStates,
     /// What endpoint host names last resolved to (filled by the DNS discovery loop).
     pub dns: DnsCache,
 }

@@ -24,7 +24,7 @@ pub struct Params<'r, 'q> {
 impl<'r, 'q> Params<'r, 'q> {
     /// No params (exact and prefix matches).
     #[inline]
-    pub(crate) fn empty(path: &'q str) -> Self {
+    pub fn empty(path: &'q str) -> Self {
         Params { names: &[], path, inline: [ABSENT; INLINE_PARAMS], spill: Vec::new() }
     }
 

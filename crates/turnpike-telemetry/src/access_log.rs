@@ -50,6 +50,10 @@ pub struct AccessRecord<'a> {
     pub upstream_duration: Option<Duration>,
     /// Why retrying stopped early, if it did.
     pub retry_stopped: Option<&'static str>,
+    /// What rate limiting decided, on rate-limited routes.
+    pub rate_limit: Option<&'static str>,
+    /// The limit that refused (or would have).
+    pub rate_limit_by: Option<&'a str>,
     /// The gateway's error type, if it answered with an error.
     pub error: Option<&'static str>,
     /// The client went away before the response was complete.
@@ -190,6 +194,12 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     if let Some(why) = r.retry_stopped {
         field_str(out, names::RETRY_STOPPED, why);
     }
+    if let Some(decision) = r.rate_limit {
+        field_str(out, names::RATE_LIMIT, decision);
+    }
+    if let Some(by) = r.rate_limit_by {
+        field_str(out, names::RATE_LIMIT_BY, by);
+    }
     if let Some(error) = r.error {
         field_str(out, names::ERROR_TYPE, error);
     }
@@ -271,6 +281,8 @@ mod tests {
             duration: Duration::from_micros(1234),
             upstream_duration: Some(Duration::from_micros(900)),
             retry_stopped: None,
+            rate_limit: None,
+            rate_limit_by: None,
             error: None,
             aborted: false,
         }

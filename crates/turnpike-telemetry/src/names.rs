@@ -24,6 +24,11 @@ pub const UPSTREAM: &str = "upstream";
 pub const ENDPOINT: &str = "endpoint";
 /// Access-log field: why retries stopped before the attempts ran out.
 pub const RETRY_STOPPED: &str = "retry_stopped";
+/// Access-log field: what rate limiting decided (`allowed`, `delayed`, `refused`, `shadow_refused`,
+/// `store_error_allowed`, `store_error_refused`).
+pub const RATE_LIMIT: &str = "rate_limit";
+/// Access-log field: the limit that refused (or would have, in shadow mode), `policy/limit`.
+pub const RATE_LIMIT_BY: &str = "rate_limit_by";
 /// Access-log field: upstream attempts made.
 pub const ATTEMPTS: &str = "attempts";
 /// Access-log field: the response status.

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use turnpike_config::{ConfigError, Node, Path, did_you_mean};
 use turnpike_policy::ConfigIssue;
+use turnpike_policy::rate_limit::{RateLimitPolicy, RouteRateLimit};
 use turnpike_policy::auth::api_key::{ApiKeyAuth, ConsumerSet};
 use turnpike_policy::auth::introspection::IntrospectionAuth;
 use turnpike_policy::auth::jwt::{GatewaySigner, JwtAuth};
@@ -57,7 +58,8 @@ pub fn compile(
     let server = cx.server(&doc.server, &extra);
     let listeners = cx.listeners(doc);
     let upstreams = cx.upstreams(doc, state);
-    let routes = cx.routes(doc, &upstreams, &server, &policies, state);
+    let rate_limits = cx.rate_limits(doc, state);
+    let routes = cx.routes(doc, &upstreams, &server, &policies, &rate_limits, state);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -129,6 +131,65 @@ impl Compiler<'_> {
             }
         }
         out
+    }
+
+    /// The rate-limit policies, by id.
+    fn rate_limits(&mut self, doc: &Document, state: &State) -> HashMap<String, Arc<RateLimitPolicy>> {
+        let mut out = HashMap::new();
+        for (id, policy) in &doc.rate_limits {
+            if !valid_id(id) {
+                self.error(&policy.path, format!("policy id `{id}` must be letters, digits, `-`, `_` or `.`"));
+                continue;
+            }
+            let compiled = RateLimitPolicy::compile(id, &policy.value, &state.rate_limits);
+            if let Some(compiled) = self.policy(&policy.path, compiled) {
+                out.insert(id.clone(), Arc::new(compiled));
+            }
+        }
+        out
+    }
+
+    /// A route's `rate_limit`: its policies, applied together. `None` on error (reported).
+    fn route_rate_limit(
+        &mut self,
+        base: &Path,
+        r: &RouteConfig,
+        policies: &HashMap<String, Arc<RateLimitPolicy>>,
+        doc: &Document,
+    ) -> Option<Option<RouteRateLimit>> {
+        let Some(config) = &r.rate_limit else { return Some(None) };
+        let path = base.clone().key("rate_limit");
+        if config.policies.is_empty() {
+            self.error(&path.clone().key("policies"), "list at least one rate-limit policy");
+            return None;
+        }
+        let known: Vec<&str> = doc.rate_limits.keys().map(String::as_str).collect();
+        let mut ok = true;
+        let mut chosen: Vec<Arc<RateLimitPolicy>> = Vec::new();
+        for (i, id) in config.policies.iter().enumerate() {
+            let at = path.clone().key("policies").index(i);
+            match policies.get(id) {
+                Some(_) if chosen.iter().any(|p| p.id() == id) => {
+                    self.error(&at, format!("policy `{id}` is listed twice"));
+                    ok = false;
+                }
+                Some(policy) => chosen.push(policy.clone()),
+                None if doc.rate_limits.contains_key(id) => ok = false, // reported where it is defined
+                None => {
+                    let mut e = ConfigError::at(self.root, &at, format!("unknown rate-limit policy `{id}`"));
+                    e = match did_you_mean(id, &known) {
+                        Some(s) => e.with_help(format!("did you mean `{s}`?")),
+                        None => e.with_help(format!(
+                            "defined rate-limit policies: {}",
+                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                        )),
+                    };
+                    self.errors.push(e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| Some(RouteRateLimit::new(chosen, config.shadow)))
     }
 
     /// A route's `auth` and `authorize`.
@@ -701,6 +762,7 @@ impl Compiler<'_> {
         upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
         server: &Option<ServerSettings>,
         policies: &HashMap<String, Arc<AuthPolicy>>,
+        rate_limits: &HashMap<String, Arc<RateLimitPolicy>>,
         state: &State,
     ) -> Option<Router<Route>> {
         let default_body = server.as_ref().map_or(64 << 20, |s| s.max_body_size);
@@ -761,6 +823,7 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|c| self.policy(&base.clone().key("validate"), BodyValidator::compile(c, &self.base_dir)));
             let Some((auth, authorize)) = self.route_auth(&base, r, policies, doc, state) else { continue };
+            let Some(rate_limit) = self.route_rate_limit(&base, r, rate_limits, doc) else { continue };
             let (Some(ip_filter), Some(cors), Some(validate)) = (
                 ip_filter.map_or(Some(None), |f| f.map(Some)),
                 cors.map_or(Some(None), |c| c.map(Some)),
@@ -784,6 +847,7 @@ impl Compiler<'_> {
                 gateway_token: r.auth.as_ref().is_some_and(|a| a.gateway_token),
                 auth,
                 authorize,
+                rate_limit,
             };
             specs.push(RouteSpec {
                 hosts: r.matcher.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),

@@ -18,6 +18,7 @@ use turnpike_policy::cors::CorsConfig;
 use turnpike_policy::headers::SecurityHeadersConfig;
 use turnpike_policy::identity_headers::IdentityHeadersConfig;
 use turnpike_policy::ip_filter::IpFilterConfig;
+use turnpike_policy::rate_limit::config::{RateLimitPolicyConfig, RouteRateLimitConfig};
 use turnpike_policy::validate::BodySchemaConfig;
 
 pub use super::resilience::{
@@ -45,6 +46,10 @@ pub struct Document {
     /// `introspection` or `mtls`) with its settings.
     #[serde(default)]
     pub auth_policies: BTreeMap<String, Spanned<AuthPolicyConfig>>,
+    /// Rate-limit policies routes refer to in `rate_limit.policies`, by id: limits applied together, each keyed,
+    /// counted by an algorithm, locally or in Redis.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, Spanned<RateLimitPolicyConfig>>,
     /// Known API clients and their keys (used by `api_key` policies).
     #[serde(default)]
     pub consumers: Vec<ConsumerConfig>,
@@ -639,6 +644,10 @@ pub struct RouteConfig {
     /// Needs `auth`.
     #[serde(default)]
     pub authorize: Option<AuthorizeConfig>,
+    /// Rate limits (after authentication and authorization, so they can key on the caller): ids of
+    /// `rate_limits` policies.
+    #[serde(default)]
+    pub rate_limit: Option<RouteRateLimitConfig>,
 }
 
 /// What a route matches. All given conditions must hold. Give at most one of `path`, `prefix` and `regex`.

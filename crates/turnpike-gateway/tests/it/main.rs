@@ -9,6 +9,7 @@ mod config;
 mod edge;
 mod forwarding;
 mod limits;
+mod rate_limit;
 mod reload;
 mod resilience;
 mod routing;
