@@ -203,6 +203,11 @@ pub fn banner(gateway: SocketAddr, token: &str) -> String {
          \n\
          \x20 for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/inventory; done; echo\n\
          \n\
+         Products are rate limited per client (5 per 10 s, token bucket): the RateLimit header counts down, the\n\
+         sixth quick call gets 429 with Retry-After, and a token comes back every 2 s:\n\
+         \n\
+         \x20 for i in $(seq 7); do curl -s -o /dev/null -D - {base}/products | grep -iE '^(HTTP|ratelimit:|retry-after)'; done\n\
+         \n\
          Press Ctrl-C to stop.\n"
     )
 }

@@ -78,7 +78,7 @@ pub struct LimitConfig {
     /// What is counted separately: one part (`client_ip`, `consumer`, `user`, `route`, `{header: x-tenant}`,
     /// `{query: api_key}`, `{path_param: id}`, `{claim: org}`) or several (`[consumer, route]`). `[]`: one
     /// counter for everyone (a global ceiling).
-    pub key: KeyConfig,
+    pub key: LimitKeyConfig,
     /// How requests are counted.
     #[serde(default)]
     pub algorithm: AlgorithmConfig,
@@ -202,41 +202,41 @@ pub enum WhenKeyMissing {
 /// A key: one part or a list of parts.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
-pub enum KeyConfig {
+pub enum LimitKeyConfig {
     /// One part.
     One(KeyPartConfig),
     /// Parts combined (`[]`: a single counter for everyone).
     Many(Vec<KeyPartConfig>),
 }
 
-impl KeyConfig {
+impl LimitKeyConfig {
     /// The parts, in order.
     pub fn parts(&self) -> &[KeyPartConfig] {
         match self {
-            KeyConfig::One(part) => std::slice::from_ref(part),
-            KeyConfig::Many(parts) => parts,
+            LimitKeyConfig::One(part) => std::slice::from_ref(part),
+            LimitKeyConfig::Many(parts) => parts,
         }
     }
 }
 
-impl<'de> Deserialize<'de> for KeyConfig {
+impl<'de> Deserialize<'de> for LimitKeyConfig {
     // A part or a list of parts, with the part's own errors kept (an untagged derive would hide them).
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = KeyConfig;
+            type Value = LimitKeyConfig;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a key part (`client_ip`, `consumer`, `user`, `route`, `{header: name}`, ...) or a list")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                KeyPartConfig::deserialize(serde::de::value::StrDeserializer::new(v)).map(KeyConfig::One)
+                KeyPartConfig::deserialize(serde::de::value::StrDeserializer::new(v)).map(LimitKeyConfig::One)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                KeyPartConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(KeyConfig::One)
+                KeyPartConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(LimitKeyConfig::One)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 Vec::<KeyPartConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
-                    .map(KeyConfig::Many)
+                    .map(LimitKeyConfig::Many)
             }
         }
         deserializer.deserialize_any(Visitor)

@@ -35,6 +35,21 @@ async fn demo_serves_its_documented_urls() {
     let product_id = order["items"][0]["product_id"].as_str().unwrap().to_string();
     assert!(products.text().contains(&product_id), "orders refer to products that exist");
     assert_eq!(get("/api/products/p-2001").await.json()["id"], "p-2001");
+    // Products are rate limited per client: 5 per 10 s. Two calls were made; the RateLimit header counts down and
+    // the sixth call in a row is refused.
+    let mut remaining = Vec::new();
+    let refused = loop {
+        let reply = get("/api/products").await;
+        if reply.status == 429 || remaining.len() > 5 {
+            break reply;
+        }
+        remaining.push(reply.header("ratelimit").unwrap_or_default().to_string());
+    };
+    assert_eq!(refused.status, 429, "{remaining:?}");
+    assert_eq!(remaining.len(), 3, "{remaining:?}");
+    assert!(remaining[0].starts_with("\"per-client\";r=2;") && remaining[2].starts_with("\"per-client\";r=0;"), "{remaining:?}");
+    assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+    assert_eq!(refused.header("retry-after"), Some("2"));
 
     let created = client
         .send(
