@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summarizes a results.tsv of interleaved wrk rounds (columns: round, route, rps, p50, p99, proxy_cpu_s, non2xx):
 per route the median req/s, its ratio to the `plain` route of the same round (paired median, min..max), median
-latencies and the non-2xx count. Used by auth.sh and resilience.sh."""
+latencies and the non-2xx count. A second argument names another baseline route than `plain`. Used by auth.sh,
+resilience.sh and rate_limit.sh."""
 import statistics
 import sys
 
@@ -18,9 +19,10 @@ rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])][1:]
 by = {}
 for rnd, route, rps, p50, p99, cpu, non2xx in rows:
     by.setdefault(route, {})[rnd] = (float(rps), ms(p50), ms(p99), float(cpu), int(non2xx or 0))
-plain = by["plain"]
+base = sys.argv[2] if len(sys.argv) > 2 else "plain"
+plain = by[base]
 width = max(len(r) for r in by) + 2
-print(f"{'route':<{width}}{'req/s (median)':>16}{'vs plain (paired)':>20}{'range':>18}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+print(f"{'route':<{width}}{'req/s (median)':>16}{'vs ' + base + ' (paired)':>20}{'range':>18}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
 for route, per in by.items():
     rps = statistics.median(v[0] for v in per.values())
     ratios = sorted(per[r][0] / plain[r][0] for r in per if r in plain)

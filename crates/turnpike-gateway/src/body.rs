@@ -1,11 +1,11 @@
 //! `ResponseBody`: the body sent to the client. It returns the upstream connection to its pool when the upstream
 //! body ends, and runs the `finish` phase (access log) when the response is done — or abandoned by the client.
 
-use turnpike_policy::rate_limit::Held;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use turnpike_policy::rate_limit::Held;
 
 use bytes::Bytes;
 use http::Version;

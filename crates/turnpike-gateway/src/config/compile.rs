@@ -10,7 +10,6 @@ use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use turnpike_config::{ConfigError, Node, Path, did_you_mean};
 use turnpike_policy::ConfigIssue;
-use turnpike_policy::rate_limit::{RateLimitPolicy, RouteRateLimit};
 use turnpike_policy::auth::api_key::{ApiKeyAuth, ConsumerSet};
 use turnpike_policy::auth::introspection::IntrospectionAuth;
 use turnpike_policy::auth::jwt::{GatewaySigner, JwtAuth};
@@ -21,6 +20,7 @@ use turnpike_policy::cors::Cors;
 use turnpike_policy::headers::SecurityHeaders;
 use turnpike_policy::identity_headers::IdentityHeaders;
 use turnpike_policy::ip_filter::IpFilter;
+use turnpike_policy::rate_limit::{RateLimitPolicy, RouteRateLimit};
 use turnpike_policy::validate::BodyValidator;
 use turnpike_router::{BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch};
 use turnpike_upstream::{

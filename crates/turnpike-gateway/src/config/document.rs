@@ -18,7 +18,7 @@ use turnpike_policy::cors::CorsConfig;
 use turnpike_policy::headers::SecurityHeadersConfig;
 use turnpike_policy::identity_headers::IdentityHeadersConfig;
 use turnpike_policy::ip_filter::IpFilterConfig;
-use turnpike_policy::rate_limit::config::{RateLimitPolicyConfig, RouteRateLimitConfig};
+use turnpike_policy::rate_limit::config::{RateLimitPolicyConfig, RedisConfig, RouteRateLimitConfig};
 use turnpike_policy::validate::BodySchemaConfig;
 
 pub use super::resilience::{
@@ -139,6 +139,9 @@ pub struct ServerConfig {
     pub gateway_token: Option<GatewayTokenConfig>,
     /// How host names of upstream endpoints are resolved and re-resolved (`upstreams.<id>.dns_refresh`).
     pub dns: DnsConfig,
+    /// The Redis server that rate limits with `store: redis` or `store: hybrid` share with the other gateway
+    /// instances.
+    pub redis: Option<RedisConfig>,
 }
 
 /// DNS resolution of upstream endpoint names.
@@ -174,6 +177,7 @@ impl Default for ServerConfig {
             ip_filter: None,
             dns: DnsConfig::default(),
             gateway_token: None,
+            redis: None,
         }
     }
 }

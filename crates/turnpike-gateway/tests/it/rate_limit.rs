@@ -149,7 +149,8 @@ async fn spoofed_forwarded_for_gives_no_new_allowance() {
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
 
-    let trusted = config(upstream.addr(), policies, "").replace("watch: false", "watch: false, trusted_proxies: [127.0.0.1/32]");
+    let trusted =
+        config(upstream.addr(), policies, "").replace("watch: false", "watch: false, trusted_proxies: [127.0.0.1/32]");
     let gw = TestGateway::start(&trusted).await;
     for i in 0..3 {
         let real = format!("203.0.113.{i}");
@@ -173,7 +174,9 @@ async fn http1_and_http2_share_a_bucket() {
         seen.push((reply.version, reply.status.as_u16()));
     }
     assert_eq!(seen.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [200, 200, 200, 200, 429, 429]);
-    assert!(seen.iter().any(|(v, _)| *v == http::Version::HTTP_2) && seen.iter().any(|(v, _)| *v == http::Version::HTTP_11));
+    assert!(
+        seen.iter().any(|(v, _)| *v == http::Version::HTTP_2) && seen.iter().any(|(v, _)| *v == http::Version::HTTP_11)
+    );
 }
 
 const CONSUMERS: &str = r#"
@@ -249,7 +252,8 @@ async fn plans_hierarchy_and_reload() {
 async fn shadow_mode_only_logs() {
     let upstream = MockUpstream::echo().await;
     let policies = "  limited: { limits: [{ name: per-client, key: client_ip, limit: 1, per: 1h }] }";
-    let cfg = config(upstream.addr(), policies, "").replace("policies: [limited] }", "policies: [limited], shadow: true }");
+    let cfg =
+        config(upstream.addr(), policies, "").replace("policies: [limited] }", "policies: [limited], shadow: true }");
     let gw = TestGateway::start(&cfg).await;
     let client = Client::h1();
     for _ in 0..3 {
@@ -280,6 +284,9 @@ routes:
 "#;
     let err = TestGateway::try_start(cfg, 1).await.err().unwrap().to_string();
     assert!(err.contains("rate_limits.limited.limits[a].per") && err.contains("needs a window"), "{err}");
-    assert!(err.contains("routes[api].rate_limit.policies[0]") && err.contains("unknown rate-limit policy `limitd`"), "{err}");
+    assert!(
+        err.contains("routes[api].rate_limit.policies[0]") && err.contains("unknown rate-limit policy `limitd`"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `limited`?"), "{err}");
 }

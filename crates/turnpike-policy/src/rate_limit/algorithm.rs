@@ -205,10 +205,8 @@ impl Algorithm {
     /// response ended). Best effort for windows that have moved on: what has expired is not given back twice.
     pub fn give_back(&self, quota: Quota, counter: &mut Counter, now: Nanos, taken_at: Nanos, cost: u64) {
         match (self, counter) {
-            (Algorithm::FixedWindow(span), Counter::Window { start, count }) => {
-                if *start == span.bounds(taken_at).0 {
-                    *count = count.saturating_sub(cost);
-                }
+            (Algorithm::FixedWindow(span), Counter::Window { start, count }) if *start == span.bounds(taken_at).0 => {
+                *count = count.saturating_sub(cost);
             }
             (Algorithm::SlidingWindow { window }, Counter::Sliding { start, prev, cur }) => {
                 let taken_window = taken_at - taken_at % window;

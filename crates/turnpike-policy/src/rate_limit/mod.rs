@@ -59,7 +59,10 @@ impl Clock {
     /// A clock reading the system time now.
     pub fn new() -> Self {
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Self { wall_at_start: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX / 2), start: tokio::time::Instant::now() }
+        Self {
+            wall_at_start: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX / 2),
+            start: tokio::time::Instant::now(),
+        }
     }
 
     /// Nanoseconds since the Unix epoch.
@@ -128,7 +131,11 @@ struct Cost {
 impl RateLimitPolicy {
     /// Compiles `rate_limits.<id>`; counters come from `states` (kept when policy id, limit name and algorithm
     /// are unchanged). Issues are relative to the policy (`limits[0].per`).
-    pub fn compile(id: &str, config: &RateLimitPolicyConfig, states: &RateLimitStates) -> Result<Self, Vec<ConfigIssue>> {
+    pub fn compile(
+        id: &str,
+        config: &RateLimitPolicyConfig,
+        states: &RateLimitStates,
+    ) -> Result<Self, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         if config.limits.is_empty() {
             issues.push(ConfigIssue::new("limits", "a policy needs at least one limit"));
@@ -144,9 +151,8 @@ impl RateLimitPolicy {
             }
             match compile_limit(id, limit, states) {
                 Ok(compiled) => limits.push(compiled),
-                Err(found) => issues.extend(
-                    found.into_iter().map(|(field, message)| ConfigIssue::new(join_path(i, field), message)),
-                ),
+                Err(found) => issues
+                    .extend(found.into_iter().map(|(field, message)| ConfigIssue::new(join_path(i, field), message))),
             }
         }
         let mut costs = Vec::new();
@@ -186,7 +192,8 @@ impl RateLimitPolicy {
                 (c.methods.is_empty() || c.methods.contains(method))
                     && c.path.as_deref().is_none_or(|p| p == path)
                     && c.prefix.as_deref().is_none_or(|p| {
-                        path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.ends_with('/'))
+                        path.strip_prefix(p)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.ends_with('/'))
                     })
             })
             .map_or(1, |c| c.cost)
@@ -277,7 +284,8 @@ fn compile_limit(policy: &str, config: &LimitConfig, states: &RateLimitStates) -
                 (LeakyMode::Police, _) => None,
                 (LeakyMode::Shape, Some(d)) => Some(u64::try_from(d.0.as_nanos()).unwrap_or(u64::MAX)),
                 (LeakyMode::Shape, None) => {
-                    issues.push(("max_delay", "`mode: shape` needs `max_delay` (the longest a request is held)".into()));
+                    issues
+                        .push(("max_delay", "`mode: shape` needs `max_delay` (the longest a request is held)".into()));
                     None
                 }
             };

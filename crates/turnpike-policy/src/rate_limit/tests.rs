@@ -436,10 +436,7 @@ fn memory_stays_bounded_under_a_million_keys() {
     }
     let len = store.len();
     let bytes = store.memory_bytes();
-    eprintln!(
-        "1M keys over 60 s: {len} kept (peak {peak}), {bytes} bytes, {} bytes per kept key",
-        bytes / len.max(1)
-    );
+    eprintln!("1M keys over 60 s: {len} kept (peak {peak}), {bytes} bytes, {} bytes per kept key", bytes / len.max(1));
     assert!(peak < 100_000, "idle keys are forgotten: peak {peak}");
     assert!(bytes < 16 * 1024 * 1024, "{bytes} bytes");
 

@@ -47,7 +47,10 @@ async fn demo_serves_its_documented_urls() {
     };
     assert_eq!(refused.status, 429, "{remaining:?}");
     assert_eq!(remaining.len(), 3, "{remaining:?}");
-    assert!(remaining[0].starts_with("\"per-client\";r=2;") && remaining[2].starts_with("\"per-client\";r=0;"), "{remaining:?}");
+    assert!(
+        remaining[0].starts_with("\"per-client\";r=2;") && remaining[2].starts_with("\"per-client\";r=0;"),
+        "{remaining:?}"
+    );
     assert_eq!(refused.header("content-type"), Some("application/problem+json"));
     assert_eq!(refused.header("retry-after"), Some("2"));
 
