@@ -290,3 +290,21 @@ routes:
     );
     assert!(err.contains("did you mean `limited`?"), "{err}");
 }
+
+/// A shaping leaky bucket delays instead of refusing: 4 simultaneous requests at 10 per second all pass, the
+/// upstream gets them spread over at least 300 ms; the fifth would wait past `max_delay` and is refused.
+#[tokio::test]
+async fn shaping_spaces_requests_instead_of_refusing() {
+    let upstream = MockUpstream::echo().await;
+    let policies = "  limited: { limits: [{ name: smooth, key: client_ip, limit: 10, per: 1s, algorithm: leaky_bucket, mode: shape, max_delay: 350ms }] }";
+    let gw = TestGateway::start(&config(upstream.addr(), policies, "")).await;
+    let start = tokio::time::Instant::now();
+    let statuses = concurrent(&gw, 5).await;
+    let elapsed = start.elapsed();
+    assert_eq!(count(&statuses, StatusCode::OK), 4, "{statuses:?}");
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 1, "{statuses:?}");
+    assert!(elapsed >= Duration::from_millis(300), "the fourth left 300 ms after the first: {elapsed:?}");
+    let log = gw.access_log(5).await;
+    let delayed = log.iter().filter(|l| l["rate_limit"] == "delayed").count();
+    assert_eq!(delayed, 3, "{log:?}");
+}

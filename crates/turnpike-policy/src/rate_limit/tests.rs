@@ -469,3 +469,33 @@ fn give_back_undoes_take() {
         assert_eq!(counter, before, "{algorithm:?}");
     }
 }
+
+/// For every algorithm: past the limit, waiting exactly the `Retry-After` the refusal gave is enough.
+#[tokio::test(start_paused = true)]
+async fn waiting_retry_after_is_enough_for_every_algorithm() {
+    for (algorithm, extra) in [
+        ("fixed_window", json!({"per": "2s"})),
+        ("sliding_log", json!({"per": "2s"})),
+        ("sliding_window", json!({"per": "2s"})),
+        ("token_bucket", json!({"per": "2s", "burst": 3})),
+        ("leaky_bucket", json!({"per": "2s", "burst": 2})),
+        ("leaky_bucket", json!({"per": "2s", "mode": "shape", "max_delay": "500ms"})),
+    ] {
+        let states = RateLimitStates::default();
+        let route = route(&[&compile("p", limit(algorithm, extra.clone()), &states)]);
+        let clock = states.clock;
+        let req = Req::get();
+        // Past the limit at some point in a window.
+        tokio::time::advance(Duration::from_millis(700)).await;
+        let refused = loop {
+            let decision = check(&route, &req, &clock).await;
+            if decision.outcome == Outcome::Refused {
+                break decision;
+            }
+        };
+        assert!(refused.retry_after >= Duration::from_secs(1), "{algorithm} {extra}");
+        tokio::time::advance(refused.retry_after).await;
+        let after = check(&route, &req, &clock).await;
+        assert!(!after.outcome.refuses(), "{algorithm} {extra}: refused again after Retry-After");
+    }
+}
