@@ -24,7 +24,7 @@ fn route(states: &RateLimitStates) -> RouteRateLimit {
     let config = serde_json::json!({"limits": [{
         "name": "per-consumer", "key": "consumer", "algorithm": "token_bucket", "limit": 1_000_000_000u64, "per": "1s"
     }]});
-    let policy = RateLimitPolicy::compile("bench", &serde_json::from_value(config).unwrap(), states).unwrap();
+    let policy = RateLimitPolicy::compile("bench", &serde_json::from_value(config).unwrap(), states, None).unwrap();
     RouteRateLimit::new(vec![Arc::new(policy)], false)
 }
 

@@ -20,6 +20,7 @@ use turnpike_policy::cors::Cors;
 use turnpike_policy::headers::SecurityHeaders;
 use turnpike_policy::identity_headers::IdentityHeaders;
 use turnpike_policy::ip_filter::IpFilter;
+use turnpike_policy::rate_limit::config::StoreKind;
 use turnpike_policy::rate_limit::{RateLimitPolicy, RouteRateLimit};
 use turnpike_policy::validate::BodyValidator;
 use turnpike_router::{BuildErrorKind, HeaderRule, PathMatch, QueryRule, Rewrite, RouteSpec, Router, ValueMatch};
@@ -136,12 +137,24 @@ impl Compiler<'_> {
     /// The rate-limit policies, by id.
     fn rate_limits(&mut self, doc: &Document, state: &State) -> HashMap<String, Arc<RateLimitPolicy>> {
         let mut out = HashMap::new();
+        // The shared store, made only when a policy uses it (it connects on first use).
+        let shared = doc.rate_limits.values().any(|p| p.value.store != StoreKind::Local);
+        let redis = match (&doc.server.redis, shared) {
+            (Some(config), true) => match state.rate_limits.redis_store(config) {
+                Ok(store) => Some(store),
+                Err(message) => {
+                    self.error(&Path::root().key("server").key("redis"), message);
+                    return out;
+                }
+            },
+            _ => None,
+        };
         for (id, policy) in &doc.rate_limits {
             if !valid_id(id) {
                 self.error(&policy.path, format!("policy id `{id}` must be letters, digits, `-`, `_` or `.`"));
                 continue;
             }
-            let compiled = RateLimitPolicy::compile(id, &policy.value, &state.rate_limits);
+            let compiled = RateLimitPolicy::compile(id, &policy.value, &state.rate_limits, redis.as_ref());
             if let Some(compiled) = self.policy(&policy.path, compiled) {
                 out.insert(id.clone(), Arc::new(compiled));
             }

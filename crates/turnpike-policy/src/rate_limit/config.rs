@@ -314,7 +314,7 @@ pub struct RouteRateLimitConfig {
 }
 
 /// The Redis server shared rate limits use.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db` or `rediss://host:port/db` (TLS). Only host, port and database are read from it:

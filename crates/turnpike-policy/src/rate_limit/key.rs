@@ -80,7 +80,6 @@ impl<H: std::hash::Hasher> KeySink for H {
 
 /// Writes a key for Redis: parts separated by `:`, each `tag=value` with the value percent-escaped where it
 /// could be confused with the separators or the hash-tag braces.
-#[allow(dead_code)] // The Redis store's key writer (wired in with the store).
 pub(crate) struct TextKey<'a>(pub(crate) &'a mut String);
 
 impl KeySink for TextKey<'_> {

@@ -5,6 +5,8 @@
 //! - [`algorithm`]: fixed window, sliding log, sliding window counter, token bucket, leaky bucket (GCRA, policing
 //!   or shaping), concurrency: pure functions shared by every store.
 //! - [`local`]: the in-process store (sharded, bounded memory).
+//! - [`redis`]: the shared store (Lua scripts mirroring the algorithms, one round trip per decision).
+//! - [`hybrid`]: Redis in batches per instance.
 //! - [`calendar`]: day / week / month windows in a time zone.
 //! - `key`: what a request is counted under.
 //!
@@ -14,13 +16,15 @@
 pub mod algorithm;
 pub mod calendar;
 pub mod config;
+pub mod hybrid;
 mod key;
 pub mod local;
+pub mod redis;
 #[cfg(test)]
 mod tests;
 
 use std::hash::Hasher;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -31,8 +35,11 @@ use self::calendar::{Calendar, CalendarUnit};
 use self::config::{
     AlgorithmConfig, CostConfig, LeakyMode, LimitConfig, OnStoreError, RateLimitPolicyConfig, StoreKind,
 };
-use self::key::{KeyPart, KeySpec, MissingKey};
+use self::config::RedisConfig;
+use self::hybrid::HybridStore;
+use self::key::{KeyPart, KeySpec, MissingKey, TextKey};
 use self::local::LocalStore;
+use self::redis::{RedisGiveBack, RedisStore, RedisTake};
 use crate::ConfigIssue;
 pub use key::RateLimitInput;
 
@@ -85,8 +92,29 @@ pub type LimitKey = (Arc<str>, Arc<str>, &'static str);
 pub struct RateLimitStates {
     /// Local counters by policy id, limit name and algorithm.
     pub local: Registry<LimitKey, LocalStore>,
+    /// Hybrid-mode leases by policy id, limit name and algorithm.
+    pub hybrid: Registry<LimitKey, HybridStore>,
+    /// The Redis store and the settings it was made with (kept across reloads that do not change them, with its
+    /// connection).
+    redis: Mutex<Option<(RedisConfig, Arc<RedisStore>)>>,
     /// The clock.
     pub clock: Clock,
+}
+
+impl RateLimitStates {
+    /// The shared store for `server.redis`: the current one if the settings are unchanged, else a new one (no
+    /// I/O: it connects on first use). An error is about the settings (`url`, `ca_file`).
+    pub fn redis_store(&self, config: &RedisConfig) -> Result<Arc<RedisStore>, String> {
+        let mut current = self.redis.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((settings, store)) = &*current
+            && settings == config
+        {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(RedisStore::new(config)?);
+        *current = Some((config.clone(), store.clone()));
+        Ok(store)
+    }
 }
 
 /// A compiled policy: its limits, costs and header settings.
@@ -118,6 +146,8 @@ struct Limit {
 #[derive(Debug)]
 enum Store {
     Local(Arc<LocalStore>),
+    Redis(Arc<RedisStore>),
+    Hybrid { redis: Arc<RedisStore>, leases: Arc<HybridStore>, batch: u64 },
 }
 
 #[derive(Debug)]
@@ -149,7 +179,7 @@ impl RateLimitPolicy {
                 issues.push(ConfigIssue::new(format!("limits[{i}].name"), format!("`{}` is used twice", limit.name)));
                 continue;
             }
-            match compile_limit(id, limit, states) {
+            match compile_limit(id, limit, states, config, redis) {
                 Ok(compiled) => limits.push(compiled),
                 Err(found) => issues
                     .extend(found.into_iter().map(|(field, message)| ConfigIssue::new(join_path(i, field), message))),
@@ -206,7 +236,13 @@ fn join_path(i: usize, field: &str) -> String {
 
 type LimitIssues = Vec<(&'static str, String)>;
 
-fn compile_limit(policy: &str, config: &LimitConfig, states: &RateLimitStates) -> Result<Limit, LimitIssues> {
+fn compile_limit(
+    policy: &str,
+    config: &LimitConfig,
+    states: &RateLimitStates,
+    policy_config: &RateLimitPolicyConfig,
+    redis: Option<&Arc<RedisStore>>,
+) -> Result<Limit, LimitIssues> {
     let mut issues: LimitIssues = Vec::new();
     if config.name.is_empty() || !config.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         // The name goes into `RateLimit` headers as a quoted string and into Redis keys.
@@ -332,7 +368,20 @@ fn compile_limit(policy: &str, config: &LimitConfig, states: &RateLimitStates) -
     let idle = every.fold(quota, |acc, q| Quota { limit: acc.limit.min(q.limit), burst: acc.burst.max(q.burst) });
     let name: Arc<str> = config.name.as_str().into();
     let state_key: LimitKey = (policy.into(), name.clone(), algorithm.kind());
-    let store = Store::Local(states.local.get_or_insert_with(&state_key, || LocalStore::new(config.max_keys)));
+    let store = match (policy_config.store, redis) {
+        (StoreKind::Redis, Some(redis)) => Store::Redis(redis.clone()),
+        (StoreKind::Hybrid, Some(redis)) => {
+            if algorithm == Algorithm::Concurrency {
+                return Err(vec![("algorithm", "a concurrency limit cannot be taken in batches: use `store: redis`".into())]);
+            }
+            Store::Hybrid {
+                redis: redis.clone(),
+                leases: states.hybrid.get_or_insert_with(&state_key, HybridStore::default),
+                batch: u64::from(policy_config.batch),
+            }
+        }
+        _ => Store::Local(states.local.get_or_insert_with(&state_key, || LocalStore::new(config.max_keys))),
+    };
     Ok(Limit {
         qualified: format!("{policy}/{}", config.name).into(),
         name,
@@ -477,7 +526,7 @@ struct Slot {
     policy: Arc<RateLimitPolicy>,
     limit: usize,
     quota: Quota,
-    key: u64,
+    key: TakenKey,
     taken_at: Nanos,
     clock: Clock,
 }
@@ -491,12 +540,18 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for slot in self.slots.drain(..) {
+        for slot in std::mem::take(&mut self.slots) {
             let limit = &slot.policy.limits[slot.limit];
-            let Store::Local(store) = &limit.store;
-            store.give_back(&limit.algorithm, slot.quota, slot.key, slot.clock.now(), slot.taken_at, 1);
+            limit.give_back(&slot.key, slot.quota, slot.clock.now(), slot.taken_at, 1);
         }
     }
+}
+
+/// Where a limit took from: a local counter (its hash) or a shared one (its key, and the Redis time of the take).
+#[derive(Debug)]
+enum TakenKey {
+    Local(u64),
+    Remote(String),
 }
 
 /// One limit's part in a decision.
@@ -504,9 +559,19 @@ struct Taken {
     policy: usize,
     limit: usize,
     quota: Quota,
-    key: u64,
+    key: TakenKey,
     cost: u64,
     verdict: Verdict,
+    at: Nanos,
+}
+
+/// A shared limit still to ask.
+struct Remote {
+    policy: usize,
+    limit: usize,
+    quota: Quota,
+    key: String,
+    cost: u64,
 }
 
 impl RouteRateLimit {
@@ -532,31 +597,42 @@ impl RouteRateLimit {
         Self { policies, shadow, policy_headers, ietf, legacy }
     }
 
-    /// Decides a request: every limit is asked; if one refuses, what the others took is given back.
+    /// Decides a request: every limit is asked (local ones first, then the shared ones in one round trip); if one
+    /// refuses, what the others took is given back.
     pub async fn check(&self, input: &RateLimitInput<'_>, clock: &Clock) -> Decision {
         let plan = input.identity.and_then(|id| id.plan.as_deref());
         let now = clock.now();
-        let mut taken: Vec<Taken> = Vec::with_capacity(4);
+        let mut taken: Vec<Taken> = Vec::new();
+        let mut remote: Vec<Remote> = Vec::new();
         let mut refused: Option<(usize, usize, Verdict)> = None;
         let mut missing: Option<(usize, usize)> = None;
         'policies: for (p, policy) in self.policies.iter().enumerate() {
             let cost = policy.cost(input.method, input.path);
             for (l, limit) in policy.limits.iter().enumerate() {
                 let Some(quota) = limit.quota_for(plan) else { continue };
-                let Store::Local(store) = &limit.store;
+                let cost = if limit.algorithm == Algorithm::Concurrency { 1 } else { cost };
+                let Store::Local(store) = &limit.store else {
+                    let mut key = String::with_capacity(64);
+                    key.push_str(&limit.qualified);
+                    if let Err(MissingKey) = limit.key.write(input, &mut TextKey(&mut key)) {
+                        missing = Some((p, l));
+                        break 'policies;
+                    }
+                    remote.push(Remote { policy: p, limit: l, quota, key, cost });
+                    continue;
+                };
                 let mut hasher = store.key_hasher();
                 if let Err(MissingKey) = limit.key.write(input, &mut hasher) {
                     missing = Some((p, l));
                     break 'policies;
                 }
                 let key = hasher.finish();
-                let cost = if limit.algorithm == Algorithm::Concurrency { 1 } else { cost };
                 let verdict = store.take(&limit.algorithm, quota, limit.idle, key, now, cost);
                 if !verdict.allowed {
                     refused = Some((p, l, verdict));
                     break 'policies;
                 }
-                taken.push(Taken { policy: p, limit: l, quota, key, cost, verdict });
+                taken.push(Taken { policy: p, limit: l, quota, key: TakenKey::Local(key), cost, verdict, at: now });
             }
         }
 
@@ -571,7 +647,7 @@ impl RouteRateLimit {
         decision.headers.policy = self.policy_header(plan);
         if let Some((p, l)) = missing {
             // A key that cannot be built, on a limit that refuses such requests.
-            self.give_back_all(&taken, now);
+            self.give_back_all(taken, now);
             let limit = &self.policies[p].limits[l];
             decision.limit = Some(limit.qualified.clone());
             decision.retry_after = Duration::from_secs(1);
@@ -579,9 +655,25 @@ impl RouteRateLimit {
             decision.headers.current = Some((limit.name.clone(), 0, 1, limit.quota.limit));
             return decision;
         }
+        if refused.is_none() && !remote.is_empty() {
+            match self.take_remote(remote, now, &mut taken).await {
+                Ok(refusal) => refused = refusal,
+                Err(err) => {
+                    tracing::debug!(error = %err, "rate-limit store unavailable");
+                    let deny = self.policies.iter().any(|p| p.on_store_error == OnStoreError::Deny);
+                    if deny && !self.shadow {
+                        self.give_back_all(taken, now);
+                        decision.outcome = Outcome::StoreErrorRefused;
+                        decision.retry_after = Duration::from_secs(1);
+                        return decision;
+                    }
+                    decision.outcome = Outcome::StoreErrorAllowed;
+                }
+            }
+        }
         if let Some((p, l, verdict)) = refused {
             // Nothing is taken from the other limits by a request one of them refuses.
-            self.give_back_all(&taken, now);
+            self.give_back_all(taken, now);
             let limit = &self.policies[p].limits[l];
             let retry = ceil_secs(verdict.retry_after).max(1);
             decision.limit = Some(limit.qualified.clone());
@@ -593,7 +685,7 @@ impl RouteRateLimit {
         }
         // The limit with the least left is the one the client hears about (the draft's rule for several windows).
         let mut delay: Nanos = 0;
-        for t in &taken {
+        for t in taken {
             delay = delay.max(t.verdict.delay);
             let limit = &self.policies[t.policy].limits[t.limit];
             let reset = ceil_secs(t.verdict.reset);
@@ -612,23 +704,86 @@ impl RouteRateLimit {
                     limit: t.limit,
                     quota: t.quota,
                     key: t.key,
-                    taken_at: now,
+                    taken_at: t.at,
                     clock: *clock,
                 });
             }
         }
         if delay > 0 {
             decision.delay = Duration::from_nanos(delay);
-            decision.outcome = Outcome::Delayed;
+            if decision.outcome == Outcome::Allowed {
+                decision.outcome = Outcome::Delayed;
+            }
         }
         decision
     }
 
-    fn give_back_all(&self, taken: &[Taken], now: Nanos) {
+    /// Asks the shared limits: the Redis ones in one round trip, the hybrid ones from their leases (a round trip
+    /// when a lease is spent). Allowed takes go into `taken`; the first refusal is returned.
+    async fn take_remote(
+        &self,
+        remote: Vec<Remote>,
+        now: Nanos,
+        taken: &mut Vec<Taken>,
+    ) -> Result<Option<(usize, usize, Verdict)>, redis::StoreError> {
+        let mut exact: Vec<(&Remote, &Arc<RedisStore>)> = Vec::new();
+        for r in &remote {
+            let limit = &self.policies[r.policy].limits[r.limit];
+            let item = RedisTake { key: &r.key, algorithm: &limit.algorithm, quota: r.quota, cost: r.cost };
+            match &limit.store {
+                Store::Redis(redis) => exact.push((r, redis)),
+                Store::Hybrid { redis, leases, batch } => {
+                    let verdict = leases.take(redis, &item, *batch, now).await?;
+                    if !verdict.allowed {
+                        return Ok(Some((r.policy, r.limit, verdict)));
+                    }
+                    taken.push(Taken {
+                        policy: r.policy,
+                        limit: r.limit,
+                        quota: r.quota,
+                        key: TakenKey::Remote(r.key.clone()),
+                        cost: r.cost,
+                        verdict,
+                        at: now,
+                    });
+                }
+                Store::Local(_) => {}
+            }
+        }
+        let Some((_, redis)) = exact.first() else { return Ok(None) };
+        let items: Vec<RedisTake<'_>> = exact
+            .iter()
+            .map(|(r, _)| {
+                let limit = &self.policies[r.policy].limits[r.limit];
+                RedisTake { key: &r.key, algorithm: &limit.algorithm, quota: r.quota, cost: r.cost }
+            })
+            .collect();
+        let verdicts = redis.take(&items).await?;
+        let mut refusal = None;
+        for ((r, _), v) in exact.iter().zip(verdicts) {
+            if !v.verdict.allowed {
+                refusal = refusal.or(Some((r.policy, r.limit, v.verdict)));
+                continue;
+            }
+            taken.push(Taken {
+                policy: r.policy,
+                limit: r.limit,
+                quota: r.quota,
+                key: TakenKey::Remote(r.key.clone()),
+                cost: r.cost,
+                verdict: v.verdict,
+                at: v.at,
+            });
+        }
+        Ok(refusal)
+    }
+
+    /// Gives back what a refused request took: local counters at once, shared ones in a task of their own (the
+    /// refusal does not wait for Redis).
+    fn give_back_all(&self, taken: Vec<Taken>, now: Nanos) {
         for t in taken {
             let limit = &self.policies[t.policy].limits[t.limit];
-            let Store::Local(store) = &limit.store;
-            store.give_back(&limit.algorithm, t.quota, t.key, now, now, t.cost);
+            limit.give_back(&t.key, t.quota, now, t.at, t.cost);
         }
     }
 
@@ -653,6 +808,28 @@ impl RouteRateLimit {
 }
 
 impl Limit {
+    /// Gives back a take: locally at once; in Redis from a task (a slot released as a response ends, or the takes of
+    /// a refused request, need not wait for it); a hybrid lease gets the units back.
+    fn give_back(&self, key: &TakenKey, quota: Quota, now: Nanos, taken_at: Nanos, cost: u64) {
+        match (&self.store, key) {
+            (Store::Local(store), TakenKey::Local(hash)) => {
+                store.give_back(&self.algorithm, quota, *hash, now, taken_at, cost);
+            }
+            (Store::Hybrid { leases, .. }, TakenKey::Remote(key)) => leases.give_back(key, cost),
+            (Store::Redis(redis), TakenKey::Remote(key)) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+                let (redis, key, algorithm) = (redis.clone(), key.clone(), self.algorithm.clone());
+                runtime.spawn(async move {
+                    let item = RedisGiveBack { key: &key, algorithm: &algorithm, quota, cost, taken_at };
+                    if let Err(err) = redis.give_back(&[item]).await {
+                        tracing::debug!(error = %err, "rate-limit give-back lost");
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
     /// The quota for a caller's plan; `None` when the plan is not limited by this limit.
     fn quota_for(&self, plan: Option<&str>) -> Option<Quota> {
         match plan.and_then(|plan| self.plans.iter().find(|(p, _)| &**p == plan)) {

@@ -20,11 +20,11 @@ fn policy_config(value: Value) -> RateLimitPolicyConfig {
 }
 
 fn compile(id: &str, value: Value, states: &RateLimitStates) -> Arc<RateLimitPolicy> {
-    Arc::new(RateLimitPolicy::compile(id, &policy_config(value), states).unwrap())
+    Arc::new(RateLimitPolicy::compile(id, &policy_config(value), states, None).unwrap())
 }
 
 fn issues(value: Value) -> Vec<String> {
-    RateLimitPolicy::compile("p", &policy_config(value), &RateLimitStates::default())
+    RateLimitPolicy::compile("p", &policy_config(value), &RateLimitStates::default(), None)
         .unwrap_err()
         .into_iter()
         .map(|i| format!("{}: {}", i.path, i.message))
