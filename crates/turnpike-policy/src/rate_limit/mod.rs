@@ -13,5 +13,6 @@ pub mod calendar;
 pub mod config;
 mod key;
 pub mod local;
+pub mod redis;
 
 pub use key::RateLimitInput;
