@@ -51,7 +51,8 @@ pub const CONCURRENCY_TTL: Duration = Duration::from_secs(60);
 /// The longest a connection attempt may take (in the background: calls wait for it at most their timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A connection on which calls time out and nothing has succeeded for this long is dropped and made anew.
+/// A connection on which calls time out and nothing has succeeded for this long is dropped and made anew; one that
+/// breaks younger than this counts as a failed attempt (backed off from).
 const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// Backoff between failed connection attempts: doubles from the first to the second.
@@ -396,23 +397,34 @@ impl RedisStore {
                 self.link.timed_out(id);
                 Err(StoreError::Timeout)
             }
+            // The pipeline as a whole failed (closed, reset, a protocol error): the connection is done for.
             Ok(Err(err)) => {
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
-                    self.link.failed(id, err.to_string());
-                    return Err(StoreError::Connection(err.to_string()));
-                }
-                self.link.succeeded(id);
-                Err(StoreError::Script(err.to_string()))
+                self.link.failed(id, err.to_string());
+                Err(StoreError::Connection(err.to_string()))
             }
             Ok(Ok(values)) => {
-                self.link.succeeded(id);
-                if let Some(err) = values.iter().find_map(|value| match value {
+                let error = values.iter().find_map(|value| match value {
                     Value::ServerError(err) => Some(err),
                     _ => None,
-                }) {
-                    return Err(StoreError::Script(err.to_string()));
+                });
+                match error {
+                    None => {
+                        self.link.succeeded(id);
+                        Ok(values)
+                    }
+                    // The server wants credentials the connection did not give, or closes it.
+                    Some(err)
+                        if matches!(err.code(), "NOAUTH" | "WRONGPASS")
+                            || err.details().is_some_and(|details| details.starts_with("Protocol error")) =>
+                    {
+                        self.link.failed(id, err.to_string());
+                        Err(StoreError::Connection(err.to_string()))
+                    }
+                    Some(err) => {
+                        self.link.succeeded(id);
+                        Err(StoreError::Script(err.to_string()))
+                    }
                 }
-                Ok(values)
             }
         }
     }
@@ -543,8 +555,17 @@ enum LinkState {
     Down { retry_at: Option<Instant>, failures: u32, error: String },
     /// An attempt is under way.
     Connecting,
-    /// Connected; `id` tells this connection from later ones.
-    Up { conn: MultiplexedConnection, id: u64, last_ok: Instant },
+    /// Connected; `id` tells this connection from later ones. `failures`: attempts that failed before it, and
+    /// connections that broke young (a server that accepts connections and then drops them is backed off from).
+    Up { conn: MultiplexedConnection, id: u64, since: Instant, last_ok: Instant, failures: u32 },
+}
+
+impl LinkState {
+    /// Down after `failures` failed attempts and one more: the next waits 50 ms, doubling up to 1 s.
+    fn down_after(failures: u32, error: String) -> Self {
+        let backoff = BACKOFF.0.saturating_mul(1 << failures.min(10)).min(BACKOFF.1);
+        LinkState::Down { retry_at: Some(Instant::now() + backoff), failures: failures.saturating_add(1), error }
+    }
 }
 
 impl Link {
@@ -585,7 +606,8 @@ impl Link {
                     tracing::info!("rate limits: redis connection restored");
                 }
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                *self.lock() = LinkState::Up { conn, id, last_ok: Instant::now() };
+                let now = Instant::now();
+                *self.lock() = LinkState::Up { conn, id, since: now, last_ok: now, failures };
                 self.changed.notify_waiters();
                 return;
             }
@@ -595,9 +617,7 @@ impl Link {
         if failures == 0 {
             tracing::warn!(%error, "rate limits: cannot connect to redis");
         }
-        let backoff = BACKOFF.0.saturating_mul(1 << failures.min(10)).min(BACKOFF.1);
-        *self.lock() =
-            LinkState::Down { retry_at: Some(Instant::now() + backoff), failures: failures.saturating_add(1), error };
+        *self.lock() = LinkState::down_after(failures, error);
         self.changed.notify_waiters();
     }
 
@@ -610,12 +630,18 @@ impl Link {
         }
     }
 
-    /// Connection `id` broke: the next call makes a new one.
+    /// Connection `id` broke: the next call makes a new one (at once, unless it broke young).
     fn failed(&self, id: u64, error: String) {
         let mut state = self.lock();
-        if matches!(&*state, LinkState::Up { id: current, .. } if *current == id) {
-            tracing::warn!(%error, "rate limits: redis connection lost");
-            *state = LinkState::Down { retry_at: None, failures: 0, error };
+        if let LinkState::Up { id: current, since, failures, .. } = &*state
+            && *current == id
+        {
+            if since.elapsed() < STALE_AFTER {
+                *state = LinkState::down_after(*failures, error);
+            } else {
+                tracing::warn!(%error, "rate limits: redis connection lost");
+                *state = LinkState::Down { retry_at: None, failures: 0, error };
+            }
         }
     }
 
