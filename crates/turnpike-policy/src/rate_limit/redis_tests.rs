@@ -247,12 +247,17 @@ async fn leaky_bucket_policing_matches_algorithm() {
     // 1 s / 3: an emission interval of 333,333,333 ns, not whole µs.
     let algorithm = Algorithm::LeakyBucket { window: SECOND, max_delay: None };
     differential("leaky_police", algorithm, Quota { limit: 3, burst: 4 }, START, 375 * MS, 1500).await;
+    // 250 ms: times fall on the bucket's boundaries.
+    let algorithm = Algorithm::LeakyBucket { window: SECOND, max_delay: None };
+    differential("leaky_police_even", algorithm, Quota { limit: 4, burst: 2 }, START, 375 * MS, 1000).await;
 }
 
 #[tokio::test]
 async fn leaky_bucket_shaping_matches_algorithm() {
     let algorithm = Algorithm::LeakyBucket { window: SECOND, max_delay: Some(SECOND) };
     differential("leaky_shape", algorithm, Quota { limit: 3, burst: 1 }, START, 375 * MS, 1500).await;
+    let algorithm = Algorithm::LeakyBucket { window: SECOND, max_delay: Some(500 * MS) };
+    differential("leaky_shape_even", algorithm, Quota { limit: 4, burst: 1 }, START, 375 * MS, 1000).await;
 }
 
 #[tokio::test]
