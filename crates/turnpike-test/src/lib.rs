@@ -6,6 +6,7 @@ pub mod dns;
 pub mod gateway;
 pub mod mock;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 
 pub use client::{Client, Reply};

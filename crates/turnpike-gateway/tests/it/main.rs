@@ -10,6 +10,7 @@ mod edge;
 mod forwarding;
 mod limits;
 mod rate_limit;
+mod rate_limit_shared;
 mod reload;
 mod resilience;
 mod routing;

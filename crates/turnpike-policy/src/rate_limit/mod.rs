@@ -161,17 +161,22 @@ struct Cost {
 impl RateLimitPolicy {
     /// Compiles `rate_limits.<id>`; counters come from `states` (kept when policy id, limit name and algorithm
     /// are unchanged). Issues are relative to the policy (`limits[0].per`).
+    /// `redis` is the store of `server.redis`, when configured.
     pub fn compile(
         id: &str,
         config: &RateLimitPolicyConfig,
         states: &RateLimitStates,
+        redis: Option<&Arc<RedisStore>>,
     ) -> Result<Self, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         if config.limits.is_empty() {
             issues.push(ConfigIssue::new("limits", "a policy needs at least one limit"));
         }
-        if config.store != StoreKind::Local {
-            issues.push(ConfigIssue::new("store", "the shared Redis store is not available in this build yet"));
+        if config.store != StoreKind::Local && redis.is_none() {
+            issues.push(ConfigIssue::new("store", "a shared store needs `server.redis`"));
+        }
+        if config.store == StoreKind::Hybrid && config.batch < 2 {
+            issues.push(ConfigIssue::new("batch", "a batch is at least 2 units (1 is `store: redis`)"));
         }
         let mut limits = Vec::new();
         for (i, limit) in config.limits.iter().enumerate() {
