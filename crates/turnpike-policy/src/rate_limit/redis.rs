@@ -553,8 +553,9 @@ struct Link {
 enum LinkState {
     /// No connection: the next call starts an attempt, once `retry_at` has passed.
     Down { retry_at: Option<Instant>, failures: u32, error: String },
-    /// An attempt is under way.
-    Connecting,
+    /// An attempt is under way (started at `since`; one that outlived its timeout, its task lost with its
+    /// runtime, is started again).
+    Connecting { since: Instant },
     /// Connected; `id` tells this connection from later ones. `failures`: attempts that failed before it, and
     /// connections that broke young (a server that accepts connections and then drops them is backed off from).
     Up { conn: MultiplexedConnection, id: u64, since: Instant, last_ok: Instant, failures: u32 },
@@ -582,13 +583,17 @@ impl Link {
                 let mut state = self.lock();
                 match &*state {
                     LinkState::Up { conn, id, .. } => return Ok((conn.clone(), *id)),
-                    LinkState::Connecting => {}
+                    LinkState::Connecting { since } if since.elapsed() <= self.connect_timeout + STALE_AFTER => {}
+                    LinkState::Connecting { .. } => {
+                        *state = LinkState::Connecting { since: Instant::now() };
+                        tokio::spawn(Arc::clone(self).connect(0));
+                    }
                     LinkState::Down { retry_at, failures, error } => {
                         if retry_at.is_some_and(|at| Instant::now() < at) {
                             return Err(StoreError::Connection(error.clone()));
                         }
                         let failures = *failures;
-                        *state = LinkState::Connecting;
+                        *state = LinkState::Connecting { since: Instant::now() };
                         tokio::spawn(Arc::clone(self).connect(failures));
                     }
                 }
