@@ -14,7 +14,13 @@
 //! one round trip; a server that does not know a script (restarted, `SCRIPT FLUSH`, failed over) gets it again
 //! through `EVAL` for the items it refused, in a second round trip. Items are decided independently: a
 //! multi-item take is not atomic across keys (it does not need to be: the caller gives back what the other limits'
-//! refusal made useless).
+//! refusal made useless); when one item fails (a Redis error), the call fails and the others may have been taken.
+//! A key holding another algorithm's counter (the limit changed algorithm in a reload) is started afresh by a take
+//! and left alone by a give-back, as [`Algorithm::take`] does with a counter of another kind.
+//!
+//! **Servers.** Redis 5 or later, or Valkey (scripts replicated by effects, so they may read `TIME`). The client
+//! talks to one server (a primary, or a proxy in front of a cluster): the keys are ready for Redis Cluster, but a
+//! cluster-aware client is not built in.
 //!
 //! **Time.** The scripts read the time from Redis (`TIME`), so every instance shares one clock and window
 //! boundaries agree whatever the gateways' clocks say. Inside Lua, times are whole microseconds (Lua numbers are
