@@ -14,7 +14,13 @@
 //! one round trip; a server that does not know a script (restarted, `SCRIPT FLUSH`, failed over) gets it again
 //! through `EVAL` for the items it refused, in a second round trip. Items are decided independently: a
 //! multi-item take is not atomic across keys (it does not need to be: the caller gives back what the other limits'
-//! refusal made useless).
+//! refusal made useless); when one item fails (a Redis error), the call fails and the others may have been taken.
+//! A key holding another algorithm's counter (the limit changed algorithm in a reload) is started afresh by a take
+//! and left alone by a give-back, as [`Algorithm::take`] does with a counter of another kind.
+//!
+//! **Servers.** Redis 5 or later, or Valkey (scripts replicated by effects, so they may read `TIME`). The client
+//! talks to one server (a primary, or a proxy in front of a cluster): the keys are ready for Redis Cluster, but a
+//! cluster-aware client is not built in.
 //!
 //! **Time.** The scripts read the time from Redis (`TIME`), so every instance shares one clock and window
 //! boundaries agree whatever the gateways' clocks say. Inside Lua, times are whole microseconds (Lua numbers are
@@ -553,8 +559,9 @@ struct Link {
 enum LinkState {
     /// No connection: the next call starts an attempt, once `retry_at` has passed.
     Down { retry_at: Option<Instant>, failures: u32, error: String },
-    /// An attempt is under way.
-    Connecting,
+    /// An attempt is under way (started at `since`; one that outlived its timeout, its task lost with its
+    /// runtime, is started again).
+    Connecting { since: Instant },
     /// Connected; `id` tells this connection from later ones. `failures`: attempts that failed before it, and
     /// connections that broke young (a server that accepts connections and then drops them is backed off from).
     Up { conn: MultiplexedConnection, id: u64, since: Instant, last_ok: Instant, failures: u32 },
@@ -582,13 +589,17 @@ impl Link {
                 let mut state = self.lock();
                 match &*state {
                     LinkState::Up { conn, id, .. } => return Ok((conn.clone(), *id)),
-                    LinkState::Connecting => {}
+                    LinkState::Connecting { since } if since.elapsed() <= self.connect_timeout + STALE_AFTER => {}
+                    LinkState::Connecting { .. } => {
+                        *state = LinkState::Connecting { since: Instant::now() };
+                        tokio::spawn(Arc::clone(self).connect(0));
+                    }
                     LinkState::Down { retry_at, failures, error } => {
                         if retry_at.is_some_and(|at| Instant::now() < at) {
                             return Err(StoreError::Connection(error.clone()));
                         }
                         let failures = *failures;
-                        *state = LinkState::Connecting;
+                        *state = LinkState::Connecting { since: Instant::now() };
                         tokio::spawn(Arc::clone(self).connect(failures));
                     }
                 }

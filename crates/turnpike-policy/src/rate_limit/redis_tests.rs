@@ -593,6 +593,24 @@ async fn timeouts_are_bounded_and_the_store_recovers() {
     drop(server);
 }
 
+#[test]
+fn a_connection_attempt_lost_with_its_runtime_is_made_again() {
+    if !redis_server_available() {
+        return;
+    }
+    let port = free_port();
+    let server = ChildRedis::start(port, &[]);
+    let mut config = config(&format!("redis://127.0.0.1:{port}"));
+    config.timeout = turnpike_config::Duration(Duration::from_millis(100));
+    let store = RedisStore::new(&config).unwrap();
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // The first call starts connecting to a server that does not answer, then its runtime goes away.
+    server.signal("STOP");
+    runtime().block_on(async { assert_eq!(take_one(&store).await.unwrap_err(), StoreError::Timeout) });
+    server.signal("CONT");
+    runtime().block_on(async { until_ok(&store, Duration::from_secs(6)).await });
+}
+
 #[tokio::test]
 async fn credentials_are_used() {
     if !redis_server_available() {
