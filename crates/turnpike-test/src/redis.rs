@@ -84,11 +84,8 @@ impl ChildRedis {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
     }
 }

@@ -15,10 +15,13 @@ fn prefix() -> String {
     format!("turnpike:test:{}:{nanos}:", std::process::id())
 }
 
+/// A gateway config with `server.redis`: a short timeout where the test is about failures, a long one where it is
+/// about counting (a loaded CI machine must not turn 1,000 concurrent decisions into timeouts).
 fn config(upstream: std::net::SocketAddr, redis_url: &str, prefix: &str, policies: &str, routes: &str) -> String {
+    let timeout = if redis_url.ends_with(":6379") { "5s" } else { "50ms" };
     format!(
         r#"
-server: {{ watch: false, redis: {{ url: "{redis_url}", key_prefix: "{prefix}", timeout: 50ms }} }}
+server: {{ watch: false, redis: {{ url: "{redis_url}", key_prefix: "{prefix}", timeout: {timeout} }} }}
 listeners: [{{ name: public, address: 127.0.0.1:0 }}]
 upstreams:
   app: {{ endpoints: ["{upstream}"] }}
@@ -95,8 +98,8 @@ async fn hybrid_batches_stay_within_the_limit() {
 }
 
 /// Redis stops answering (SIGSTOP) mid-traffic: every request still finishes within the Redis timeout plus a
-/// margin, `on_store_error: allow` lets it through, `deny` answers 429; when Redis resumes, counting resumes
-/// where it was.
+/// margin, `on_store_error: allow` lets it through, `deny` answers 429; when Redis resumes, the gateway uses it
+/// again by itself and limits are enforced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_never_holds_requests() {
     if !redis_server_available("a_stalled_redis_never_holds_requests") {
@@ -104,61 +107,67 @@ async fn a_stalled_redis_never_holds_requests() {
     }
     let redis = ChildRedis::start();
     let upstream = MockUpstream::echo().await;
-    let policies = "  allow: { store: redis, on_store_error: allow, limits: [{ name: n, key: client_ip, limit: 5, per: 1h }] }
-  deny: { store: redis, on_store_error: deny, limits: [{ name: n, key: client_ip, limit: 5, per: 1h }] }";
+    let policies = "  allow: { store: redis, on_store_error: allow, limits: [{ name: n, key: {header: x-client}, limit: 5, per: 1h }] }
+  deny: { store: redis, on_store_error: deny, limits: [{ name: n, key: {header: x-client}, limit: 5, per: 1h }] }";
     let routes = "  - { id: allow, match: { prefix: /allow }, upstream: app, rate_limit: { policies: [allow] } }
   - { id: deny, match: { prefix: /deny }, upstream: app, rate_limit: { policies: [deny] } }";
     let gw = TestGateway::start(&config(upstream.addr(), &redis.url(), &prefix(), policies, routes)).await;
     let client = Client::h1();
+    let get = |path: &str, who: &'static str| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move {
+            let req = http::Request::get(url).header("x-client", who).body(turnpike_test::client::empty()).unwrap();
+            client.send(req).await
+        }
+    };
     for path in ["/allow", "/deny"] {
         for _ in 0..2 {
-            assert_eq!(client.get(&gw.url(path)).await.status, StatusCode::OK);
+            assert_eq!(get(path, "a").await.status, StatusCode::OK);
         }
     }
 
     redis.pause();
-    let mut slowest = Duration::ZERO;
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            let (client, url) = (client.clone(), gw.url(if i % 2 == 0 { "/allow" } else { "/deny" }));
+            let path = if i % 2 == 0 { "/allow" } else { "/deny" };
+            let request = get(path, "a");
             tokio::spawn(async move {
                 let start = Instant::now();
-                let status = client.get(&url).await.status;
-                (url, status, start.elapsed())
+                let status = request.await.status;
+                (path, status, start.elapsed())
             })
         })
         .collect();
+    let mut slowest = Duration::ZERO;
     for task in tasks {
-        let (url, status, took) = task.await.unwrap();
+        let (path, status, took) = task.await.unwrap();
         slowest = slowest.max(took);
-        if url.ends_with("/allow") {
-            assert_eq!(status, StatusCode::OK, "on_store_error: allow");
-        } else {
-            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "on_store_error: deny");
-        }
+        let expected = if path == "/allow" { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+        assert_eq!(status, expected, "{path} with Redis stopped");
     }
     eprintln!("Redis stopped: the slowest of 40 requests took {slowest:?} (timeout 50 ms)");
     assert!(slowest < Duration::from_millis(50 + 450), "a request waited {slowest:?} on a stalled Redis");
     let log = gw.access_log(44).await;
-    let errors = |decision: &str| log.iter().filter(|l| l["rate_limit"] == decision).count();
-    assert_eq!((errors("store_error_allowed"), errors("store_error_refused")), (20, 20));
+    let count = |decision: &str| log.iter().filter(|l| l["rate_limit"] == decision).count();
+    assert_eq!((count("store_error_allowed"), count("store_error_refused")), (20, 20));
 
-    // Back: the connection recovers by itself and counting resumes where it was (2 of 5 used on /allow).
+    // Back: the store reconnects by itself and limits apply again. (The takes that timed out were queued in
+    // Redis and ran when it resumed, as a remote counter's may: client `a` is out of allowance; `b` counts
+    // exactly from zero.)
     redis.resume();
-    let recovered = turnpike_test::eventually(Duration::from_secs(5), || true).await;
-    assert!(recovered);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let reply = client.get(&gw.url("/allow")).await;
-        if reply.header("ratelimit").is_some_and(|v| v.starts_with("\"n\";r=")) {
+        let reply = get("/allow", "b").await;
+        if reply.header("ratelimit").is_some_and(|v| v.starts_with("\"n\";r=4;")) {
             break;
         }
-        assert!(Instant::now() < deadline, "Redis never came back into use");
+        assert!(Instant::now() < deadline, "Redis never came back into use: {:?}", reply.header("ratelimit"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(client.get(&gw.url("/allow")).await.status.as_u16());
+    for _ in 0..5 {
+        statuses.push(get("/allow", "b").await.status.as_u16());
     }
-    assert_eq!(statuses, [200, 200, 429, 429], "2 before, 1 to find Redis back, 2 more: the limit of 5");
+    assert_eq!(statuses, [200, 200, 200, 200, 429], "one take found Redis back, four more, then the limit of 5");
+    assert_eq!(get("/allow", "a").await.status, StatusCode::TOO_MANY_REQUESTS);
 }

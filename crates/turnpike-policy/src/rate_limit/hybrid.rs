@@ -53,21 +53,18 @@ impl HybridStore {
         }
         let want = batch.max(item.cost);
         let (granted, shared) = redis.take_batch(item, want).await?;
-        if granted < item.cost {
-            // Too few for this request: the refusal of one unit says when to come back. Units granted (fewer than
-            // the cost) are kept for later requests rather than given back.
-            if granted > 0 {
-                self.store(item.key, granted, now, item.algorithm, shared.verdict);
-            }
-            let mut refused = shared.verdict;
-            refused.allowed = false;
-            if refused.retry_after == 0 {
-                refused.retry_after = SECOND;
-            }
-            return Ok(refused);
+        // Into the lease first: requests of this instance that fetched at the same time pool what they got, so a
+        // burst that sent several fetches strands nothing (a request Redis gave too little may find enough there).
+        self.store(item.key, granted, now, item.algorithm, shared.verdict);
+        if let Some(verdict) = self.spend(item.key, item.cost, now) {
+            return Ok(verdict);
         }
-        self.store(item.key, granted - item.cost, now, item.algorithm, shared.verdict);
-        Ok(Verdict { allowed: true, ..shared.verdict })
+        let mut refused = shared.verdict;
+        refused.allowed = false;
+        if refused.retry_after == 0 {
+            refused.retry_after = SECOND;
+        }
+        Ok(refused)
     }
 
     fn spend(&self, key: &str, cost: u64, now: Nanos) -> Option<Verdict> {
@@ -91,7 +88,15 @@ impl HybridStore {
             leases.map.retain(|_, lease| lease.expires > now && lease.left > 0);
             leases.sweep_at = (leases.map.len() * 2).max(64);
         }
-        leases.map.insert(key.to_string(), Lease { left, expires: now + ttl, shared });
+        match leases.map.get_mut(key) {
+            Some(lease) if lease.expires > now => {
+                lease.left += left;
+                lease.shared = shared;
+            }
+            _ => {
+                leases.map.insert(key.to_string(), Lease { left, expires: now + ttl, shared });
+            }
+        }
     }
 
     /// Returns units a refused request took from the lease.

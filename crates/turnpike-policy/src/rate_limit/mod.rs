@@ -32,10 +32,10 @@ use turnpike_core::Registry;
 
 use self::algorithm::{Algorithm, MAX_LOG_LIMIT, Nanos, Quota, Verdict, WindowSpan, ceil_secs};
 use self::calendar::{Calendar, CalendarUnit};
+use self::config::RedisConfig;
 use self::config::{
     AlgorithmConfig, CostConfig, LeakyMode, LimitConfig, OnStoreError, RateLimitPolicyConfig, StoreKind,
 };
-use self::config::RedisConfig;
 use self::hybrid::HybridStore;
 use self::key::{KeyPart, KeySpec, MissingKey, TextKey};
 use self::local::LocalStore;
@@ -377,7 +377,10 @@ fn compile_limit(
         (StoreKind::Redis, Some(redis)) => Store::Redis(redis.clone()),
         (StoreKind::Hybrid, Some(redis)) => {
             if algorithm == Algorithm::Concurrency {
-                return Err(vec![("algorithm", "a concurrency limit cannot be taken in batches: use `store: redis`".into())]);
+                return Err(vec![(
+                    "algorithm",
+                    "a concurrency limit cannot be taken in batches: use `store: redis`".into(),
+                )]);
             }
             Store::Hybrid {
                 redis: redis.clone(),
