@@ -308,3 +308,55 @@ async fn shaping_spaces_requests_instead_of_refusing() {
     let delayed = log.iter().filter(|l| l["rate_limit"] == "delayed").count();
     assert_eq!(delayed, 3, "{log:?}");
 }
+
+/// A shared store needs `server.redis`; a bad Redis URL is reported there; hybrid cannot batch concurrency.
+#[tokio::test]
+async fn shared_store_config_errors() {
+    let base = |server: &str, policies: &str| {
+        format!(
+            r#"
+server: {{ watch: false{server} }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams:
+  app: {{ endpoints: ["127.0.0.1:9"] }}
+rate_limits:
+{policies}
+routes:
+  - {{ id: api, upstream: app, rate_limit: {{ policies: [shared] }} }}
+"#
+        )
+    };
+    let err = TestGateway::try_start(
+        &base("", "  shared: { store: redis, limits: [{ name: a, key: client_ip, limit: 5, per: 1s }] }"),
+        1,
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("rate_limits.shared.store") && err.contains("needs `server.redis`"), "{err}");
+    let err = TestGateway::try_start(
+        &base(
+            r#", redis: { url: "http://127.0.0.1:6379" }"#,
+            "  shared: { store: redis, limits: [{ name: a, key: client_ip, limit: 5, per: 1s }] }",
+        ),
+        1,
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("server.redis"), "{err}");
+    let err = TestGateway::try_start(
+        &base(
+            r#", redis: { url: "redis://127.0.0.1:6379" }"#,
+            "  shared: { store: hybrid, limits: [{ name: a, key: client_ip, limit: 5, algorithm: concurrency }] }",
+        ),
+        1,
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("rate_limits.shared.limits[a].algorithm") && err.contains("batches"), "{err}");
+}
