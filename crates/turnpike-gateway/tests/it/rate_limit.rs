@@ -326,37 +326,25 @@ routes:
 "#
         )
     };
-    let err = TestGateway::try_start(
-        &base("", "  shared: { store: redis, limits: [{ name: a, key: client_ip, limit: 5, per: 1s }] }"),
-        1,
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let err =
+        start_error(&base("", "  shared: { store: redis, limits: [{ name: a, key: client_ip, limit: 5, per: 1s }] }"))
+            .await;
     assert!(err.contains("rate_limits.shared.store") && err.contains("needs `server.redis`"), "{err}");
-    let err = TestGateway::try_start(
-        &base(
-            r#", redis: { url: "http://127.0.0.1:6379" }"#,
-            "  shared: { store: redis, limits: [{ name: a, key: client_ip, limit: 5, per: 1s }] }",
-        ),
-        1,
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let err = start_error(&base(
+        r#", redis: { url: "http://127.0.0.1:6379" }"#,
+        "  shared: { store: redis, limits: [{ name: a, key: client_ip, limit: 5, per: 1s }] }",
+    ))
+    .await;
     assert!(err.contains("server.redis"), "{err}");
-    let err = TestGateway::try_start(
-        &base(
-            r#", redis: { url: "redis://127.0.0.1:6379" }"#,
-            "  shared: { store: hybrid, limits: [{ name: a, key: client_ip, limit: 5, algorithm: concurrency }] }",
-        ),
-        1,
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let err = start_error(&base(
+        r#", redis: { url: "redis://127.0.0.1:6379" }"#,
+        "  shared: { store: hybrid, limits: [{ name: a, key: client_ip, limit: 5, algorithm: concurrency }] }",
+    ))
+    .await;
     assert!(err.contains("rate_limits.shared.limits[a].algorithm") && err.contains("batches"), "{err}");
+}
+
+/// Why a gateway refused to start with `yaml`.
+async fn start_error(yaml: &str) -> String {
+    TestGateway::try_start(yaml, 1).await.err().expect("the configuration is refused").to_string()
 }

@@ -582,6 +582,14 @@ struct Remote {
     cost: u64,
 }
 
+impl Remote {
+    /// What an allowed take of this limit took, decided at `at`.
+    fn taken(&self, verdict: Verdict, at: Nanos) -> Taken {
+        let (policy, limit, quota, cost) = (self.policy, self.limit, self.quota, self.cost);
+        Taken { policy, limit, quota, key: TakenKey::Remote(self.key.clone()), cost, verdict, at }
+    }
+}
+
 impl RouteRateLimit {
     /// The limits of `policies` together; `shadow` only logs refusals.
     pub fn new(policies: Vec<Arc<RateLimitPolicy>>, shadow: bool) -> Self {
@@ -745,15 +753,7 @@ impl RouteRateLimit {
                     if !verdict.allowed {
                         return Ok(Some((r.policy, r.limit, verdict)));
                     }
-                    taken.push(Taken {
-                        policy: r.policy,
-                        limit: r.limit,
-                        quota: r.quota,
-                        key: TakenKey::Remote(r.key.clone()),
-                        cost: r.cost,
-                        verdict,
-                        at: now,
-                    });
+                    taken.push(r.taken(verdict, now));
                 }
                 Store::Local(_) => {}
             }
@@ -773,15 +773,7 @@ impl RouteRateLimit {
                 refusal = refusal.or(Some((r.policy, r.limit, v.verdict)));
                 continue;
             }
-            taken.push(Taken {
-                policy: r.policy,
-                limit: r.limit,
-                quota: r.quota,
-                key: TakenKey::Remote(r.key.clone()),
-                cost: r.cost,
-                verdict: v.verdict,
-                at: v.at,
-            });
+            taken.push(r.taken(v.verdict, v.at));
         }
         Ok(refusal)
     }
