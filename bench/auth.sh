@@ -101,7 +101,6 @@ run_wrk() { # <route> <seconds> <out>
         -H "authorization: Bearer $TOKEN" -H "x-api-key: $KEY" "http://127.0.0.1:$PORT/$1" >"$3" 2>&1 \
         || log "wrk exited non-zero ($1)"
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
 
 if [[ ${MODE:-wrk} == callgrind ]]; then
     callgrind_per_route "$TPID" "$OUT" "${ROUTES[@]}"
@@ -109,24 +108,7 @@ if [[ ${MODE:-wrk} == callgrind ]]; then
     exit 0
 fi
 
-RESULTS="$OUT/results.tsv"
-printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
-for r in "${ROUTES[@]}"; do run_wrk "$r" "$WARMUP" /dev/null; done
-for round in $(seq 1 "$ROUNDS"); do
-    for r in "${ROUTES[@]}"; do
-        before=$(cpu_ticks)
-        run_wrk "$r" "$DURATION" "$OUT/wrk-$round-$r.txt"
-        after=$(cpu_ticks)
-        f="$OUT/wrk-$round-$r.txt"
-        rps=$(awk '/Requests\/sec/ {print $2}' "$f")
-        p50=$(awk '$1=="50%" {print $2}' "$f")
-        p99=$(awk '$1=="99%" {print $2}' "$f")
-        non2xx=$(awk '/Non-2xx/ {print $NF}' "$f")
-        cpu=$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)
-        printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$rps" "$p50" "$p99" "$cpu" "${non2xx:-0}" >>"$RESULTS"
-        log "round $round $r: $rps req/s"
-    done
-done
+interleaved_rounds "${ROUTES[@]}"
 
 python3 "$HERE/paired.py" "$RESULTS" | tee "$OUT/summary.txt"
 log "raw results in $OUT"

@@ -41,3 +41,26 @@ callgrind_per_route() {
             | tee -a "$out/summary.txt"
     done
 }
+
+# interleaved_rounds <route>...: a $WARMUP s warm-up per route, then $ROUNDS rounds of $DURATION s per route
+# (interleaved, so slow drifts of the machine hit every route alike) through the caller's `run_wrk`, with the
+# proxy's CPU time from /proc/$TPID. Writes $OUT/results.tsv (what paired.py reads) and sets RESULTS to it.
+interleaved_rounds() {
+    local round r f before after
+    RESULTS="$OUT/results.tsv"
+    printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
+    for r in "$@"; do run_wrk "$r" "$WARMUP" /dev/null; done
+    for round in $(seq 1 "$ROUNDS"); do
+        for r in "$@"; do
+            before=$(awk '{print $14 + $15}' "/proc/$TPID/stat")
+            f="$OUT/wrk-$round-$r.txt"
+            run_wrk "$r" "$DURATION" "$f"
+            after=$(awk '{print $14 + $15}' "/proc/$TPID/stat")
+            printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
+                "$(awk '$1=="50%" {print $2}' "$f")" "$(awk '$1=="99%" {print $2}' "$f")" \
+                "$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)" \
+                "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)" >>"$RESULTS"
+            log "round $round $r: $(awk '/Requests\/sec/ {print $2}' "$f") req/s"
+        done
+    done
+}

@@ -141,23 +141,7 @@ if [[ $MODE == callgrind ]]; then
 fi
 
 start_turnpike "$TMP/turnpike.yaml"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
-RESULTS="$OUT/results.tsv"
-printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
-for r in "${ROUTES[@]}"; do run_wrk "$r" "$WARMUP" /dev/null; done
-for round in $(seq 1 "$ROUNDS"); do
-    for r in "${ROUTES[@]}"; do
-        before=$(cpu_ticks)
-        run_wrk "$r" "$DURATION" "$OUT/wrk-$round-$r.txt"
-        after=$(cpu_ticks)
-        f="$OUT/wrk-$round-$r.txt"
-        printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
-            "$(awk '$1=="50%" {print $2}' "$f")" "$(awk '$1=="99%" {print $2}' "$f")" \
-            "$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)" \
-            "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)" >>"$RESULTS"
-        log "round $round $r: $(awk '/Requests\/sec/ {print $2}' "$f") req/s"
-    done
-done
+interleaved_rounds "${ROUTES[@]}"
 
 python3 "$HERE/paired.py" "$RESULTS" | tee "$OUT/summary.txt"
 log "raw results in $OUT"
