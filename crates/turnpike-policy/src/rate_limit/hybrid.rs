@@ -106,10 +106,4 @@ impl HybridStore {
             lease.left += cost;
         }
     }
-
-    /// Units this instance holds for `key` (tests).
-    pub fn leased(&self, key: &str) -> u64 {
-        let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
-        leases.map.get(key).map_or(0, |lease| lease.left)
-    }
 }

@@ -58,11 +58,6 @@ impl KeyPart {
             _ => return Err("a key part needs a non-empty name".into()),
         })
     }
-
-    /// Whether this part needs an authenticated caller.
-    pub(crate) fn needs_identity(&self) -> bool {
-        matches!(self, KeyPart::Consumer | KeyPart::User | KeyPart::Claim(_))
-    }
 }
 
 /// Where key bytes go: a hasher (local store) or a string (Redis).

@@ -215,11 +215,6 @@ impl RateLimitPolicy {
         &self.id
     }
 
-    /// Whether any limit keys on the caller's identity (consumer, user, claim), which needs authentication.
-    pub fn needs_identity(&self) -> bool {
-        self.limits.iter().any(|l| l.key.parts.iter().any(KeyPart::needs_identity))
-    }
-
     fn cost(&self, method: &Method, path: &str) -> u64 {
         self.costs
             .iter()
@@ -435,6 +430,8 @@ pub struct RouteRateLimit {
     policy_headers: Vec<(Option<Arc<str>>, Option<HeaderValue>)>,
     ietf: bool,
     legacy: bool,
+    /// Whether a store failure refuses (any of the policies says `on_store_error: deny`).
+    deny_on_store_error: bool,
 }
 
 /// What the phase decided.
@@ -610,7 +607,8 @@ impl RouteRateLimit {
                 (plan, value)
             })
             .collect();
-        Self { policies, shadow, policy_headers, ietf, legacy }
+        let deny_on_store_error = policies.iter().any(|p| p.on_store_error == OnStoreError::Deny);
+        Self { policies, shadow, policy_headers, ietf, legacy, deny_on_store_error }
     }
 
     /// Decides a request: every limit is asked (local ones first, then the shared ones in one round trip); if one
@@ -676,8 +674,7 @@ impl RouteRateLimit {
                 Ok(refusal) => refused = refusal,
                 Err(err) => {
                     tracing::debug!(error = %err, "rate-limit store unavailable");
-                    let deny = self.policies.iter().any(|p| p.on_store_error == OnStoreError::Deny);
-                    if deny && !self.shadow {
+                    if self.deny_on_store_error && !self.shadow {
                         self.give_back_all(taken, now);
                         decision.outcome = Outcome::StoreErrorRefused;
                         decision.retry_after = Duration::from_secs(1);
@@ -790,20 +787,6 @@ impl RouteRateLimit {
     fn policy_header(&self, plan: Option<&str>) -> Option<HeaderValue> {
         let found = plan.and_then(|plan| self.policy_headers.iter().find(|(p, _)| p.as_deref() == Some(plan)));
         found.or_else(|| self.policy_headers.first()).and_then(|(_, value)| value.clone())
-    }
-
-    /// Whether any limit keys on the caller's identity.
-    pub fn needs_identity(&self) -> bool {
-        self.policies.iter().any(|p| p.needs_identity())
-    }
-
-    /// How the store-error setting of the policies combines: `deny` if any policy says so.
-    pub fn on_store_error(&self) -> OnStoreError {
-        if self.policies.iter().any(|p| p.on_store_error == OnStoreError::Deny) {
-            OnStoreError::Deny
-        } else {
-            OnStoreError::Allow
-        }
     }
 }
 
