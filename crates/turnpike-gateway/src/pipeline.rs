@@ -31,7 +31,7 @@ use turnpike_core::{Body, BodyError, Cx, ForbiddenKind, GatewayError, Peer, Requ
 use turnpike_policy::auth::{AuthChain, AuthError, AuthInput};
 use turnpike_policy::authz::{AuthzFailure, AuthzInput};
 use turnpike_policy::cors::{Cors, CorsDecision};
-use turnpike_policy::rate_limit::{Held, RateLimitHeaders, RateLimitInput};
+use turnpike_policy::rate_limit::{Check, Held, RateLimitHeaders, RateLimitInput};
 use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
 
@@ -229,9 +229,11 @@ async fn route_and_dispatch(
             client_ip: cx.client_ip,
             identity: cx.identity.as_deref(),
         };
-        // Boxed like authentication: a Redis decision is a large future that routes without limits should not
-        // carry.
-        let decision = Box::pin(limits.check(&input, &conn.gateway.state.rate_limits.clock)).await;
+        let decision = match limits.check(&input, &conn.gateway.state.rate_limits.clock) {
+            Check::Decided(decision) => decision,
+            // Boxed like authentication: asking Redis is a large future that other requests should not carry.
+            Check::Shared(shared) => Box::pin(shared.ask()).await,
+        };
         cx.rate_limit = Some(decision.outcome.as_str());
         cx.rate_limit_by = decision.limit;
         answer.rate_limit = Some(decision.headers);

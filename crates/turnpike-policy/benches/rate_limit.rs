@@ -6,9 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
@@ -16,7 +14,9 @@ use http::{HeaderMap, Method};
 use turnpike_core::{Consumer, Identity, IdentitySource};
 use turnpike_policy::rate_limit::algorithm::{Algorithm, Quota, SECOND};
 use turnpike_policy::rate_limit::local::LocalStore;
-use turnpike_policy::rate_limit::{Clock, Decision, RateLimitInput, RateLimitPolicy, RateLimitStates, RouteRateLimit};
+use turnpike_policy::rate_limit::{
+    Check, Clock, Decision, RateLimitInput, RateLimitPolicy, RateLimitStates, RouteRateLimit,
+};
 use turnpike_router::Params;
 
 fn route(states: &RateLimitStates) -> RouteRateLimit {
@@ -40,7 +40,7 @@ fn identity(id: &str) -> Identity {
     identity
 }
 
-/// Runs the check; the local store never waits, so one poll finishes it.
+/// Runs the check; local limits decide without a future.
 fn check(route: &RouteRateLimit, identity: &Identity, clock: &Clock, headers: &HeaderMap) -> Decision {
     let params = Params::empty("/api/items");
     let input = RateLimitInput {
@@ -53,10 +53,9 @@ fn check(route: &RouteRateLimit, identity: &Identity, clock: &Clock, headers: &H
         client_ip: "192.0.2.1".parse().unwrap(),
         identity: Some(identity),
     };
-    let mut future = pin!(route.check(&input, clock));
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(decision) => decision,
-        Poll::Pending => panic!("the local store does not wait"),
+    match route.check(&input, clock) {
+        Check::Decided(decision) => decision,
+        Check::Shared(_) => panic!("only local limits here"),
     }
 }
 

@@ -67,7 +67,8 @@ impl HybridStore {
         Ok(refused)
     }
 
-    fn spend(&self, key: &str, cost: u64, now: Nanos) -> Option<Verdict> {
+    /// Spends `cost` units of `key` from a live lease with enough left; `None` when Redis must be asked.
+    pub fn spend(&self, key: &str, cost: u64, now: Nanos) -> Option<Verdict> {
         let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
         let lease = leases.map.get_mut(key)?;
         if lease.expires <= now || lease.left < cost {

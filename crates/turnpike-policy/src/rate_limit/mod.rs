@@ -487,6 +487,56 @@ pub struct Decision {
     pub held: Held,
 }
 
+/// What [`RouteRateLimit::check`] found.
+pub enum Check<'a> {
+    /// Decided by the local limits alone.
+    Decided(Decision),
+    /// The local limits allowed; shared ones (Redis, hybrid) are still to ask.
+    Shared(Shared<'a>),
+}
+
+impl Check<'_> {
+    /// The decision, asking the shared limits if any are left.
+    pub async fn decision(self) -> Decision {
+        match self {
+            Check::Decided(decision) => decision,
+            Check::Shared(shared) => shared.ask().await,
+        }
+    }
+}
+
+/// A decision waiting for the shared limits.
+pub struct Shared<'a> {
+    route: &'a RouteRateLimit,
+    plan: Option<&'a str>,
+    now: Nanos,
+    clock: Clock,
+    taken: Vec<Taken>,
+    remote: Vec<Remote>,
+}
+
+impl Shared<'_> {
+    /// Asks the shared limits and decides.
+    pub async fn ask(self) -> Decision {
+        let Shared { route, plan, now, clock, mut taken, remote } = self;
+        let (refused, outcome) = match route.take_remote(remote, now, &mut taken).await {
+            Ok(refused) => (refused, Outcome::Allowed),
+            Err(err) => {
+                tracing::debug!(error = %err, "rate-limit store unavailable");
+                if route.deny_on_store_error && !route.shadow {
+                    route.give_back_all(taken, now);
+                    let mut decision = route.decision(plan);
+                    decision.outcome = Outcome::StoreErrorRefused;
+                    decision.retry_after = Duration::from_secs(1);
+                    return decision;
+                }
+                (None, Outcome::StoreErrorAllowed)
+            }
+        };
+        route.conclude(plan, now, &clock, taken, refused, outcome)
+    }
+}
+
 /// The rate-limit headers of one answer.
 #[derive(Debug, Default)]
 pub struct RateLimitHeaders {
@@ -507,8 +557,17 @@ impl RateLimitHeaders {
             if let Some(policy) = &self.policy {
                 headers.insert(RATELIMIT_POLICY.clone(), policy.clone());
             }
-            let value = format!("\"{name}\";r={remaining};t={reset}");
-            if let Ok(value) = HeaderValue::try_from(value) {
+            // `"name";r=<remaining>;t=<reset>`, built at its exact length: one allocation, no copy.
+            let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+            let (r, t) = (r.format(*remaining), t.format(*reset));
+            let mut value = Vec::with_capacity(name.len() + r.len() + t.len() + 8);
+            value.push(b'"');
+            value.extend_from_slice(name.as_bytes());
+            value.extend_from_slice(b"\";r=");
+            value.extend_from_slice(r.as_bytes());
+            value.extend_from_slice(b";t=");
+            value.extend_from_slice(t.as_bytes());
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
                 headers.insert(RATELIMIT.clone(), value);
             }
         }
@@ -612,15 +671,14 @@ impl RouteRateLimit {
     }
 
     /// Decides a request: every limit is asked (local ones first, then the shared ones in one round trip); if one
-    /// refuses, what the others took is given back.
-    pub async fn check(&self, input: &RateLimitInput<'_>, clock: &Clock) -> Decision {
+    /// refuses, what the others took is given back. Local limits decide here, without a future; a request that
+    /// needs a shared limit comes back as [`Check::Shared`], to be awaited.
+    pub fn check<'a>(&'a self, input: &RateLimitInput<'a>, clock: &Clock) -> Check<'a> {
         let plan = input.identity.and_then(|id| id.plan.as_deref());
         let now = clock.now();
         let mut taken: Vec<Taken> = Vec::new();
         let mut remote: Vec<Remote> = Vec::new();
-        let mut refused: Option<(usize, usize, Verdict)> = None;
-        let mut missing: Option<(usize, usize)> = None;
-        'policies: for (p, policy) in self.policies.iter().enumerate() {
+        for (p, policy) in self.policies.iter().enumerate() {
             let cost = policy.cost(input.method, input.path);
             for (l, limit) in policy.limits.iter().enumerate() {
                 let Some(quota) = limit.quota_for(plan) else { continue };
@@ -629,61 +687,81 @@ impl RouteRateLimit {
                     let mut key = String::with_capacity(64);
                     key.push_str(&limit.qualified);
                     if let Err(MissingKey) = limit.key.write(input, &mut TextKey(&mut key)) {
-                        missing = Some((p, l));
-                        break 'policies;
+                        return Check::Decided(self.missing_key(plan, p, l, taken, now));
+                    }
+                    if let Store::Hybrid { leases, .. } = &limit.store
+                        && let Some(verdict) = leases.spend(&key, cost, now)
+                    {
+                        // Spent from this instance's lease: no round trip, no future.
+                        let key = TakenKey::Remote(key);
+                        taken.push(Taken { policy: p, limit: l, quota, key, cost, verdict, at: now });
+                        continue;
                     }
                     remote.push(Remote { policy: p, limit: l, quota, key, cost });
                     continue;
                 };
                 let mut hasher = store.key_hasher();
                 if let Err(MissingKey) = limit.key.write(input, &mut hasher) {
-                    missing = Some((p, l));
-                    break 'policies;
+                    return Check::Decided(self.missing_key(plan, p, l, taken, now));
                 }
                 let key = hasher.finish();
                 let verdict = store.take(&limit.algorithm, quota, limit.idle, key, now, cost);
                 if !verdict.allowed {
-                    refused = Some((p, l, verdict));
-                    break 'policies;
+                    let refused = Some((p, l, verdict));
+                    return Check::Decided(self.conclude(plan, now, clock, taken, refused, Outcome::Allowed));
                 }
                 taken.push(Taken { policy: p, limit: l, quota, key: TakenKey::Local(key), cost, verdict, at: now });
             }
         }
+        if remote.is_empty() {
+            return Check::Decided(self.conclude(plan, now, clock, taken, None, Outcome::Allowed));
+        }
+        Check::Shared(Shared { route: self, plan, now, clock: *clock, taken, remote })
+    }
 
-        let mut decision = Decision {
+    /// A key that cannot be built, on a limit that refuses such requests.
+    fn missing_key(&self, plan: Option<&str>, p: usize, l: usize, taken: Vec<Taken>, now: Nanos) -> Decision {
+        self.give_back_all(taken, now);
+        let limit = &self.policies[p].limits[l];
+        let mut decision = self.decision(plan);
+        decision.limit = Some(limit.qualified.clone());
+        decision.retry_after = Duration::from_secs(1);
+        decision.outcome = if self.shadow { Outcome::ShadowRefused } else { Outcome::Refused };
+        decision.headers.current = Some((limit.name.clone(), 0, 1, limit.quota.limit));
+        decision
+    }
+
+    /// An allowing decision with the route's `RateLimit-Policy` for `plan` and no `RateLimit` yet.
+    fn decision(&self, plan: Option<&str>) -> Decision {
+        Decision {
             outcome: Outcome::Allowed,
             limit: None,
             retry_after: Duration::ZERO,
             delay: Duration::ZERO,
-            headers: RateLimitHeaders { ietf: self.ietf, legacy: self.legacy, ..RateLimitHeaders::default() },
+            headers: RateLimitHeaders {
+                ietf: self.ietf,
+                legacy: self.legacy,
+                policy: self.policy_header(plan),
+                current: None,
+            },
             held: Held::default(),
-        };
-        decision.headers.policy = self.policy_header(plan);
-        if let Some((p, l)) = missing {
-            // A key that cannot be built, on a limit that refuses such requests.
-            self.give_back_all(taken, now);
-            let limit = &self.policies[p].limits[l];
-            decision.limit = Some(limit.qualified.clone());
-            decision.retry_after = Duration::from_secs(1);
-            decision.outcome = if self.shadow { Outcome::ShadowRefused } else { Outcome::Refused };
-            decision.headers.current = Some((limit.name.clone(), 0, 1, limit.quota.limit));
-            return decision;
         }
-        if refused.is_none() && !remote.is_empty() {
-            match self.take_remote(remote, now, &mut taken).await {
-                Ok(refusal) => refused = refusal,
-                Err(err) => {
-                    tracing::debug!(error = %err, "rate-limit store unavailable");
-                    if self.deny_on_store_error && !self.shadow {
-                        self.give_back_all(taken, now);
-                        decision.outcome = Outcome::StoreErrorRefused;
-                        decision.retry_after = Duration::from_secs(1);
-                        return decision;
-                    }
-                    decision.outcome = Outcome::StoreErrorAllowed;
-                }
-            }
-        }
+    }
+
+    /// The decision once every limit has answered: `refused` names the first limit that refused (what the others
+    /// took is given back); otherwise the limit with the least left is the one the client hears about (the
+    /// draft's rule for several windows).
+    fn conclude(
+        &self,
+        plan: Option<&str>,
+        now: Nanos,
+        clock: &Clock,
+        taken: Vec<Taken>,
+        refused: Option<(usize, usize, Verdict)>,
+        outcome: Outcome,
+    ) -> Decision {
+        let mut decision = self.decision(plan);
+        decision.outcome = outcome;
         if let Some((p, l, verdict)) = refused {
             // Nothing is taken from the other limits by a request one of them refuses.
             self.give_back_all(taken, now);
@@ -696,7 +774,6 @@ impl RouteRateLimit {
             decision.headers.current = Some((limit.name.clone(), verdict.remaining, retry, quota.limit));
             return decision;
         }
-        // The limit with the least left is the one the client hears about (the draft's rule for several windows).
         let mut delay: Nanos = 0;
         for t in taken {
             delay = delay.max(t.verdict.delay);

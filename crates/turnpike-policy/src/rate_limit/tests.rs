@@ -84,7 +84,7 @@ async fn check(route: &RouteRateLimit, req: &Req, clock: &Clock) -> Decision {
         client_ip: req.ip,
         identity: req.identity.as_ref(),
     };
-    route.check(&input, clock).await
+    route.check(&input, clock).decision().await
 }
 
 /// Sends `n` requests at the current instant; how many were allowed.
