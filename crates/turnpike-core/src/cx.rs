@@ -93,6 +93,9 @@ pub struct Cx {
     pub rate_limit: Option<&'static str>,
     /// The limit that refused (or would have, in shadow mode): `policy/limit`.
     pub rate_limit_by: Option<Arc<str>>,
+    /// Why authentication or authorization refused the request (`missing`, `invalid`, `forbidden`,
+    /// `unavailable`), for metrics.
+    pub auth_failure: Option<&'static str>,
 }
 
 impl Cx {
@@ -117,6 +120,7 @@ impl Cx {
             error: None,
             rate_limit: None,
             rate_limit_by: None,
+            auth_failure: None,
         }
     }
 }

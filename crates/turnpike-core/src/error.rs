@@ -265,6 +265,18 @@ impl GatewayError {
         }
     }
 
+    /// Why authentication or authorization refused the request, for metrics: `missing` or `invalid` credentials,
+    /// `forbidden`, or the auth service `unavailable`; `None` for any other error.
+    pub fn auth_failure(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Unauthenticated { missing: true, .. } => Some("missing"),
+            GatewayError::Unauthenticated { missing: false, .. } => Some("invalid"),
+            GatewayError::Forbidden { kind: ForbiddenKind::Authorization } => Some("forbidden"),
+            GatewayError::AuthUnavailable { .. } => Some("unavailable"),
+            _ => None,
+        }
+    }
+
     /// A stable machine name for the error, used as the problem `type` suffix and the log's `error.type`.
     pub fn slug(&self) -> &'static str {
         match self {

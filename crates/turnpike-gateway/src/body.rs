@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Version;
 use http_body::{Frame, SizeHint};
 use turnpike_core::{Body, BoxError, Cx};
+use turnpike_telemetry::metrics::RouteMetrics;
 use turnpike_upstream::Exchange;
 
 use crate::server::RequestGuard;
@@ -31,6 +32,10 @@ pub(crate) struct Finish {
     pub version: Version,
     pub bytes_in: BytesIn,
     pub telemetry: Arc<Telemetry>,
+    /// Write the access-log record.
+    pub log: bool,
+    /// Record into these metrics (the route's, or those of unmatched requests).
+    pub metrics: Option<Arc<RouteMetrics>>,
 }
 
 /// The body of every response the gateway sends.

@@ -1,18 +1,36 @@
 //! The `finish` phase: runs once per request, after the response is complete or abandoned — also after early
-//! answers and errors — and reports it (access log; metrics and spans join here).
+//! answers and errors — and reports it: metrics, then the access log (spans join here).
+
+use std::sync::atomic::Ordering;
 
 use http::Version;
 use turnpike_telemetry::AccessRecord;
+use turnpike_telemetry::metrics::RequestSample;
 
 use crate::body::Finish;
 
 /// Reports a finished request.
 pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
-    let Finish { cx, status, version, bytes_in, telemetry } = finish;
-    let log = &telemetry.access_log;
-    if !log.enabled() {
+    let Finish { cx, status, version, bytes_in, telemetry, log, metrics } = finish;
+    let duration = cx.start.elapsed();
+    if let Some(metrics) = metrics {
+        telemetry.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics.record(&RequestSample {
+            method: &cx.method,
+            status,
+            duration,
+            bytes_in: bytes_in.get(),
+            bytes_out,
+            error: cx.error,
+            rate_limit: cx.rate_limit,
+            auth_failure: cx.auth_failure,
+            trace_id: None,
+        });
+    }
+    if !log {
         return;
     }
+    let log = &telemetry.access_log;
     let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
     log.log(&AccessRecord {
         request_id: cx.request_id.as_str(),
@@ -29,7 +47,7 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
         status,
         bytes_in: bytes_in.get(),
         bytes_out,
-        duration: cx.start.elapsed(),
+        duration,
         upstream_duration: cx.upstream_duration,
         retry_stopped: cx.retry_stopped,
         rate_limit: cx.rate_limit,

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use turnpike_telemetry::AccessLog;
 
+use crate::admin::AdminServer;
 use crate::config::{self, ConfigSource, Report};
 use crate::listeners::{BindError, ListenerSet};
 use crate::server::Connections;
@@ -85,6 +86,8 @@ pub struct ReloadStatus {
     pub failed: u64,
     /// Why the last refused reload was refused, if the last attempt failed.
     pub last_error: Option<String>,
+    /// When the configuration serving now was loaded.
+    pub loaded_at: std::time::SystemTime,
 }
 
 /// The gateway's shared core. Requests reach it through [`crate::server`]; everything else through
@@ -102,6 +105,7 @@ pub struct Gateway {
     status: Mutex<ReloadStatus>,
     generation: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    admin: Mutex<Option<AdminServer>>,
 }
 
 impl Gateway {
@@ -112,6 +116,16 @@ impl Gateway {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Whether a shutdown has begun.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The result of the reloads so far.
+    pub(crate) fn reload_status(&self) -> ReloadStatus {
+        lock(&self.status).clone()
     }
 }
 
@@ -155,22 +169,39 @@ impl GatewayHandle {
         let gateway = Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             state,
-            telemetry: Arc::new(Telemetry { access_log }),
+            telemetry: Arc::new(Telemetry::new(access_log)),
             connections: Arc::new(Connections::default()),
             shutdown,
             source: Mutex::new(options.source),
             reload_lock: Mutex::new(()),
             listeners: Mutex::new(ListenerSet::default()),
             workers: Mutex::new(workers),
-            status: Mutex::new(ReloadStatus { generation: 1, succeeded: 0, failed: 0, last_error: None }),
+            status: Mutex::new(ReloadStatus {
+                generation: 1,
+                succeeded: 0,
+                failed: 0,
+                last_error: None,
+                loaded_at: std::time::SystemTime::now(),
+            }),
             generation: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
+            admin: Mutex::new(None),
         });
         {
             let workers = lock(&gateway.workers);
             let mut set = lock(&gateway.listeners);
             *set = listeners;
             set.commit(prepared, &gateway, &workers);
+        }
+        if let Some(admin) = &handle_snapshot(&gateway).server.admin {
+            let listener = AdminServer::bind(admin.address).await.map_err(|source| BindError {
+                name: Arc::from("admin"),
+                address: admin.address,
+                source,
+            })?;
+            let server = AdminServer::start(admin.address, listener, Arc::downgrade(&gateway))
+                .map_err(|source| BindError { name: Arc::from("admin"), address: admin.address, source })?;
+            *lock(&gateway.admin) = Some(server);
         }
         apply_active_checks(&handle_snapshot(&gateway));
         let handle = Self { gateway };
@@ -208,9 +239,13 @@ impl GatewayHandle {
             |snapshot| {
                 let mut listeners = lock(&gw.listeners);
                 let prepared = listeners.prepare(&snapshot.listeners)?;
+                let admin = prepare_admin(gw, snapshot.server.admin.as_ref())?;
                 let snapshot = Arc::new(snapshot);
                 gw.snapshot.store(snapshot.clone());
                 listeners.commit(prepared, gw, &lock(&gw.workers));
+                if let Some(admin) = admin {
+                    *lock(&gw.admin) = admin;
+                }
                 apply_active_checks(&snapshot);
                 Ok(generation)
             },
@@ -222,6 +257,7 @@ impl GatewayHandle {
                 status.generation = *generation;
                 status.succeeded += 1;
                 status.last_error = None;
+                status.loaded_at = std::time::SystemTime::now();
                 tracing::info!(generation, "configuration reloaded");
             }
             Err(err) => {
@@ -257,7 +293,12 @@ impl GatewayHandle {
 
     /// The result of the reloads so far.
     pub fn reload_status(&self) -> ReloadStatus {
-        lock(&self.gateway.status).clone()
+        self.gateway.reload_status()
+    }
+
+    /// The address the admin listener is bound to, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        lock(&self.gateway.admin).as_ref().map(|a| a.bound)
     }
 
     /// The snapshot serving now.
@@ -308,10 +349,34 @@ impl GatewayHandle {
             task.abort();
         }
         let left = gw.connections.drain(deadline).await;
+        // The admin listener stays up while connections drain (`/readyz` says so), then goes.
+        lock(&gw.admin).take();
         let gateway = gw.clone();
         let _ = tokio::task::spawn_blocking(move || lock(&gateway.workers).stop()).await;
         tracing::info!(cut = left, "gateway stopped");
         left
+    }
+}
+
+/// The admin listener a reload needs: `None` when it stays as it is, `Some(None)` to stop it, `Some(Some(_))` for a
+/// new one, bound before the new configuration is swapped in (a bind failure refuses the reload).
+fn prepare_admin(
+    gw: &Arc<Gateway>,
+    wanted: Option<&crate::snapshot::AdminSettings>,
+) -> Result<Option<Option<AdminServer>>, BindError> {
+    let current = lock(&gw.admin).as_ref().map(|a| a.configured);
+    match (current, wanted) {
+        (Some(now), Some(admin)) if now == admin.address => Ok(None),
+        (None, None) => Ok(None),
+        (_, None) => Ok(Some(None)),
+        (_, Some(admin)) => {
+            let error = |source| BindError { name: Arc::from("admin"), address: admin.address, source };
+            // A std bind: reload runs outside async code; the socket is handed to tokio on the runtime.
+            let socket = std::net::TcpListener::bind(admin.address).map_err(error)?;
+            socket.set_nonblocking(true).map_err(error)?;
+            let listener = tokio::net::TcpListener::from_std(socket).map_err(error)?;
+            Ok(Some(Some(AdminServer::start(admin.address, listener, Arc::downgrade(gw)).map_err(error)?)))
+        }
     }
 }
 

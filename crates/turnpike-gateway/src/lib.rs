@@ -4,6 +4,7 @@
 //!
 //! The binary drives it through [`GatewayHandle`]: start from a [`StartOptions`], reload, shut down.
 
+mod admin;
 mod body;
 pub mod config;
 pub mod control;

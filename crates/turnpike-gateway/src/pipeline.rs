@@ -18,6 +18,8 @@
 //! ```
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, STRICT_TRANSPORT_SECURITY};
@@ -34,6 +36,7 @@ use turnpike_policy::cors::{Cors, CorsDecision};
 use turnpike_policy::rate_limit::{Check, Held, RateLimitHeaders, RateLimitInput};
 use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
+use turnpike_telemetry::metrics::RouteMetrics;
 
 use crate::body::{BytesIn, Finish, ResponseBody, counter};
 use crate::server::{Conn, RequestGuard};
@@ -49,6 +52,8 @@ struct Answer {
     rate_limit: Option<RateLimitHeaders>,
     /// Concurrency slots held until the response has been sent.
     held: Option<Held>,
+    /// The matched route's metrics (when metrics are on).
+    metrics: Option<Arc<RouteMetrics>>,
 }
 
 /// Handles one request from arrival to response head; the body streams afterwards and `finish` runs at its end.
@@ -71,6 +76,7 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
         Err(err) => {
             // The one place a failure becomes a response.
             cx.error = Some(err.slug());
+            cx.auth_failure = err.auth_failure();
             log_error(&cx, &err);
             respond::problem(&cx, &err, &snap.server.request_id_header).map(ResponseBody::local)
         }
@@ -80,13 +86,25 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     if let Some(held) = answer.held.take() {
         resp.body_mut().hold_slots(held);
     }
+    let answer_metrics = answer.metrics.take();
     transform_response(&snap, &conn, resp.headers_mut(), answer);
     // 11 finish: attached to the body, so it runs when the last byte is sent (or the client goes away) and can
     // report the full duration and size.
     let telemetry = &conn.gateway.telemetry;
-    if snap.server.access_log && telemetry.access_log.enabled() {
+    let log = snap.server.access_log && telemetry.access_log.enabled();
+    // Metrics are recorded while an admin listener can serve them; unmatched requests count under `route=""`.
+    let metrics = snap
+        .server
+        .admin
+        .as_ref()
+        .map(|_| answer_metrics.unwrap_or_else(|| conn.gateway.state.unmatched_metrics.clone()));
+    if log || metrics.is_some() {
         let status = resp.status().as_u16();
-        resp.body_mut().set_finish(Box::new(Finish { cx, status, version, bytes_in, telemetry: telemetry.clone() }));
+        if metrics.is_some() {
+            telemetry.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        let telemetry = telemetry.clone();
+        resp.body_mut().set_finish(Box::new(Finish { cx, status, version, bytes_in, telemetry, log, metrics }));
     }
     // The request counts as in flight on its connection until the response has been sent.
     resp.body_mut().hold(conn);
@@ -145,6 +163,9 @@ async fn route_and_dispatch(
     };
     let route = matched.value;
     cx.route = Some(route.id.clone());
+    if snap.server.admin.is_some() {
+        answer.metrics = Some(route.metrics.clone());
+    }
 
     // 2 admit: cheap guards that need no I/O, before anything costly. The address filters use the real client
     // address (a trusted proxy's report, else the peer).

@@ -271,6 +271,7 @@ mod tests {
             ip_filter: None,
             gateway_token: None,
             dns: (Vec::new(), Duration::from_secs(2)),
+            admin: None,
         }
     }
 

@@ -90,6 +90,17 @@ pub struct ServerSettings {
     pub gateway_token: Option<GatewaySigner>,
     /// Name servers for re-resolving endpoint names (empty: the system's), and the resolution timeout.
     pub dns: (Vec<std::net::SocketAddr>, Duration),
+    /// The admin listener, when configured (metrics are recorded only then).
+    pub admin: Option<AdminSettings>,
+}
+
+/// The admin listener, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Upstreams that need a healthy endpoint for `/readyz` to be ready.
+    pub required_upstreams: Vec<Arc<str>>,
 }
 
 impl ServerSettings {
@@ -201,6 +212,8 @@ pub struct Route {
     pub gateway_token: bool,
     /// Rate limits.
     pub rate_limit: Option<turnpike_policy::rate_limit::RouteRateLimit>,
+    /// What its requests add up to, for Prometheus (kept in state by route id).
+    pub metrics: Arc<turnpike_telemetry::metrics::RouteMetrics>,
 }
 
 /// A variant of a route pinned by a header or cookie value.

@@ -7,6 +7,7 @@ use turnpike_policy::auth::introspection::IntrospectionStates;
 use turnpike_policy::auth::jwt::JwtStates;
 use turnpike_policy::authz::OpaStates;
 use turnpike_policy::rate_limit::RateLimitStates;
+use turnpike_telemetry::metrics::RouteMetrics;
 use turnpike_upstream::{Endpoint, EndpointKey, UpstreamState};
 
 /// Every registry of runtime state. A snapshot holds `Arc`s into these; state no snapshot holds is dropped.
@@ -26,6 +27,10 @@ pub struct State {
     pub rate_limits: RateLimitStates,
     /// What endpoint host names last resolved to (filled by the DNS discovery loop).
     pub dns: DnsCache,
+    /// Request metrics by route id.
+    pub route_metrics: Registry<Arc<str>, RouteMetrics>,
+    /// Request metrics of requests no route matched (`route=""`).
+    pub unmatched_metrics: Arc<RouteMetrics>,
 }
 
 /// Endpoint host names and the addresses they last resolved to, with when.

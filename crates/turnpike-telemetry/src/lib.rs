@@ -1,9 +1,10 @@
-//! Turnpike's telemetry: process logs (JSON or pretty, on stdout) and the access log.
+//! Turnpike's telemetry: process logs (JSON or pretty, on stdout), the access log and Prometheus metrics.
 //!
-//! Metric names and tracing join here in later work; every name that must not drift is a constant in [`names`].
+//! Every name that must not drift is a constant: access-log fields in [`names`], metrics in [`metrics::CATALOG`].
 
 pub mod access_log;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 mod time;
 

@@ -174,6 +174,8 @@ pub struct UpstreamState {
     pub limiter: Arc<Limiter>,
     /// Mirrored copies in flight to this upstream.
     pub mirrored: std::sync::atomic::AtomicU32,
+    /// Attempts, retries and response times, for Prometheus.
+    pub metrics: turnpike_telemetry::metrics::UpstreamMetrics,
 }
 
 impl Upstream {

@@ -27,6 +27,8 @@ use tokio::task::{JoinHandle, JoinSet};
 /// The gateway configuration of the demo: the `public` listener on 127.0.0.1:8080 and one route per service.
 pub const CONFIG: &str = include_str!("../../../examples/demo.yaml");
 
+/// Where the admin listener serves metrics and health (`server.admin` in [`CONFIG`]).
+pub const ADMIN_ADDR: &str = "127.0.0.1:9901";
 /// Where the users service listens (the `users` upstream in [`CONFIG`]).
 pub const USERS_ADDR: &str = "127.0.0.1:9101";
 /// Where the orders service listens (the `orders` upstream in [`CONFIG`]).
@@ -162,8 +164,9 @@ pub async fn start(
 }
 
 /// The text printed after startup: what runs where, and curl commands to try.
-pub fn banner(gateway: SocketAddr, token: &str) -> String {
+pub fn banner(gateway: SocketAddr, admin: SocketAddr, token: &str) -> String {
     let base = format!("http://{gateway}/api");
+    let admin = format!("http://{admin}");
     let post = r#"'{"user_id": "u-1001", "items": [{"product_id": "p-2001", "quantity": 2}]}'"#;
     let [inv0, inv1, inv2] = INVENTORY_ADDRS;
     let (inv1, inv2) = (port_of(inv1), port_of(inv2));
@@ -207,6 +210,13 @@ pub fn banner(gateway: SocketAddr, token: &str) -> String {
          sixth quick call gets 429 with Retry-After, and a token comes back every 2 s:\n\
          \n\
          \x20 for i in $(seq 7); do curl -s -o /dev/null -D - {base}/products | grep -iE '^(HTTP|ratelimit:|retry-after)'; done\n\
+         \n\
+         Operations, on the admin listener (loopback only): Prometheus metrics, liveness, readiness, status:\n\
+         \n\
+         \x20 curl -s {admin}/metrics | grep turnpike_http_requests_total\n\
+         \x20 curl -i {admin}/healthz\n\
+         \x20 curl -i {admin}/readyz\n\
+         \x20 curl -s {admin}/status\n\
          \n\
          Press Ctrl-C to stop.\n"
     )
@@ -1252,7 +1262,7 @@ mod tests {
 
     #[test]
     fn banner_shows_a_curl_per_public_url() {
-        let text = banner("127.0.0.1:8080".parse().unwrap(), "tok.en.value");
+        let text = banner("127.0.0.1:8080".parse().unwrap(), ADMIN_ADDR.parse().unwrap(), "tok.en.value");
         assert!(text.contains("TOKEN=tok.en.value\n"), "{text}");
         assert!(text.contains("curl -i http://127.0.0.1:8080/api/me -H \"Authorization: Bearer $TOKEN\""), "{text}");
         for url in [
@@ -1269,6 +1279,9 @@ mod tests {
         assert!(text.contains("curl -i -X POST http://127.0.0.1:8080/api/orders"), "{text}");
         for addr in [USERS_ADDR, ORDERS_ADDR, PRODUCTS_ADDR] {
             assert!(text.contains(addr), "{text}");
+        }
+        for path in ["/metrics", "/healthz", "/readyz", "/status"] {
+            assert!(text.contains(&format!("http://127.0.0.1:9901{path}")), "{path} in:\n{text}");
         }
     }
 
@@ -1300,6 +1313,7 @@ mod tests {
         let s = services().await;
         let config = CONFIG
             .replace(GATEWAY_ADDR, "127.0.0.1:0")
+            .replace(ADMIN_ADDR, "127.0.0.1:0")
             .replace(USERS_ADDR, &s.users().to_string())
             .replace(ORDERS_ADDR, &s.orders().to_string())
             .replace(PRODUCTS_ADDR, &s.products().to_string())

@@ -288,7 +288,9 @@ fn demo(args: DemoArgs) -> u8 {
             Err(err) => return start_failed(err),
         };
         let gateway = handle.listener_addr("public").unwrap_or(addr("127.0.0.1:8080"));
-        println!("{}", demo::banner(gateway, &demo::demo_token(std::time::Duration::from_secs(24 * 3600))));
+        let admin = handle.admin_addr().unwrap_or(addr(demo::ADMIN_ADDR));
+        let token = demo::demo_token(std::time::Duration::from_secs(24 * 3600));
+        println!("{}", demo::banner(gateway, admin, &token));
         let code = serve_until_signalled(handle).await;
         drop(services);
         code

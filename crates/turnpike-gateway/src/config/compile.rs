@@ -32,7 +32,8 @@ use turnpike_upstream::{
 use super::document::*;
 use super::resilience;
 use crate::snapshot::{
-    ListenerProtocol, ListenerSettings, Mirror, Route, ServerSettings, Snapshot, TrustIncoming, Variant, VariantMatch,
+    AdminSettings, ListenerProtocol, ListenerSettings, Mirror, Route, ServerSettings, Snapshot, TrustIncoming, Variant,
+    VariantMatch,
 };
 use crate::state::State;
 
@@ -56,8 +57,12 @@ pub fn compile(
     {
         extra.push(name);
     }
-    let server = cx.server(&doc.server, &extra);
+    let mut server = cx.server(&doc.server, &extra);
     let listeners = cx.listeners(doc);
+    let admin = cx.admin(doc, &listeners);
+    if let Some(server) = &mut server {
+        server.admin = admin;
+    }
     let upstreams = cx.upstreams(doc, state);
     let rate_limits = cx.rate_limits(doc, state);
     let routes = cx.routes(doc, &upstreams, &server, &policies, &rate_limits, state);
@@ -362,7 +367,42 @@ impl Compiler<'_> {
             ip_filter,
             gateway_token,
             dns: (nameservers, s.dns.timeout.into()),
+            admin: None,
         })
+    }
+
+    /// The admin listener: a parseable address that no proxy listener uses, and known required upstreams.
+    fn admin(&mut self, doc: &Document, listeners: &[Arc<ListenerSettings>]) -> Option<AdminSettings> {
+        let config = doc.server.admin.as_ref()?;
+        let base = Path::root().key("server").key("admin");
+        let Ok(address) = config.address.parse::<SocketAddr>() else {
+            self.error(&base.key("address"), format!("`{}` is not `ip:port`", config.address));
+            return None;
+        };
+        let clash = |l: &SocketAddr| {
+            l.port() == address.port()
+                && address.port() != 0
+                && (l.ip() == address.ip() || l.ip().is_unspecified() || address.ip().is_unspecified())
+        };
+        if let Some(listener) = listeners.iter().find(|l| clash(&l.address)) {
+            self.error(
+                &base.clone().key("address"),
+                format!(
+                    "`{address}` is the address of listener `{}`: the admin listener needs its own (metrics and \
+                     status are never served on a proxy port)",
+                    listener.name
+                ),
+            );
+        }
+        let mut required_upstreams = Vec::new();
+        for (i, id) in config.required_upstreams.iter().enumerate() {
+            if doc.upstreams.contains_key(id) {
+                required_upstreams.push(Arc::from(id.as_str()));
+            } else {
+                self.error(&base.clone().key("required_upstreams").index(i), format!("unknown upstream `{id}`"));
+            }
+        }
+        Some(AdminSettings { address, required_upstreams })
     }
 
     fn listeners(&mut self, doc: &Document) -> Vec<Arc<ListenerSettings>> {
@@ -861,6 +901,7 @@ impl Compiler<'_> {
                 auth,
                 authorize,
                 rate_limit,
+                metrics: state.route_metrics.get_or_insert_with(&Arc::from(r.id.as_str()), Default::default),
             };
             specs.push(RouteSpec {
                 hosts: r.matcher.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),

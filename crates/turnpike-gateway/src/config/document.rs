@@ -142,6 +142,28 @@ pub struct ServerConfig {
     /// The Redis server that rate limits with `store: redis` or `store: hybrid` share with the other gateway
     /// instances.
     pub redis: Option<RedisConfig>,
+    /// The admin listener: Prometheus metrics (`/metrics`), health (`/healthz`, `/readyz`) and a status summary
+    /// (`/status`), on its own address, never a proxy listener's. Absent: no admin listener, and no metrics are
+    /// recorded.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `ip:port` to listen on. Loopback by default: metrics and status say a lot about the deployment, so
+    /// exposing them beyond this machine is a choice to make explicitly (and to protect with a firewall).
+    pub address: String,
+    /// Upstreams that must have at least one healthy endpoint for `/readyz` to answer 200 (by id). Empty:
+    /// readiness only needs the configuration loaded and the listeners bound.
+    pub required_upstreams: Vec<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { address: "127.0.0.1:9901".into(), required_upstreams: Vec::new() }
+    }
 }
 
 /// DNS resolution of upstream endpoint names.
@@ -178,6 +200,7 @@ impl Default for ServerConfig {
             dns: DnsConfig::default(),
             gateway_token: None,
             redis: None,
+            admin: None,
         }
     }
 }

@@ -177,6 +177,9 @@ pub(crate) async fn forward(
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(sent);
         cx.upstream_duration = Some(elapsed);
+        if snap.server.admin.is_some() {
+            state.metrics.attempt(attempt > 1, elapsed, None);
+        }
         let can_replay = template.is_some();
 
         let (error, retryable) = match result {

@@ -9,6 +9,7 @@ mod config;
 mod edge;
 mod forwarding;
 mod limits;
+mod observability;
 mod rate_limit;
 mod rate_limit_shared;
 mod reload;

@@ -8,7 +8,7 @@ use crate::process::{Gateway, TempDir, wait_listening};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_its_documented_urls() {
-    let ports = ["127.0.0.1:8080", "127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"];
+    let ports = ["127.0.0.1:8080", "127.0.0.1:9901", "127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"];
     if let Some(busy) = ports.iter().find(|p| std::net::TcpListener::bind(p).is_err()) {
         assert!(std::env::var("CI").is_err(), "{busy} is in use: the demo test cannot run");
         eprintln!("SKIPPED demo_serves_its_documented_urls: {busy} is in use (is a demo already running?)");
@@ -94,6 +94,18 @@ async fn demo_serves_its_documented_urls() {
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.header("content-type"), Some("application/problem+json"));
     assert!(anonymous.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+
+    // The admin listener serves metrics and health on 127.0.0.1:9901, and the banner says so.
+    for path in ["/metrics", "/healthz", "/readyz", "/status"] {
+        assert!(banner.contains(&format!("http://127.0.0.1:9901{path}")), "{path} in the banner:\n{banner}");
+    }
+    let metrics = client.get("http://127.0.0.1:9901/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let line = "turnpike_http_requests_total{route=\"products\",method=\"GET\",status_class=\"4xx\"} 1";
+    assert!(metrics.text().lines().any(|l| l == line), "{line} in:\n{}", metrics.text());
+    assert_eq!(client.get("http://127.0.0.1:9901/healthz").await.status, 200);
+    assert_eq!(client.get("http://127.0.0.1:9901/readyz").await.status, 200);
+    assert_eq!(client.get("http://127.0.0.1:9901/status").await.json()["ready"], true);
     drop(client);
     gw.signal("TERM");
     assert_eq!(gw.wait(Duration::from_secs(20)), Some(0), "no clean exit after SIGTERM:\n{}", gw.output());
