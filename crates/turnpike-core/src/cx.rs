@@ -96,6 +96,8 @@ pub struct Cx {
     /// Why authentication or authorization refused the request (`missing`, `invalid`, `forbidden`,
     /// `unavailable`), for metrics.
     pub auth_failure: Option<&'static str>,
+    /// The request's trace, when tracing is on.
+    pub trace: Option<crate::trace::RequestTrace>,
 }
 
 impl Cx {
@@ -121,6 +123,7 @@ impl Cx {
             rate_limit: None,
             rate_limit_by: None,
             auth_failure: None,
+            trace: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod registry;
 pub mod request_id;
 pub mod time;
+pub mod trace;
 
 pub use body::{Body, BodyError, BoxError};
 pub use cx::{Cx, Peer, Scheme};

@@ -16,8 +16,8 @@ impl RequestId {
     /// A new random id in UUID version 4 form (`8-4-4-4-12` lowercase hex).
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&next_u64().to_be_bytes());
-        bytes[8..].copy_from_slice(&next_u64().to_be_bytes());
+        bytes[..8].copy_from_slice(&random_u64().to_be_bytes());
+        bytes[8..].copy_from_slice(&random_u64().to_be_bytes());
         // Version 4, variant 10xx, as RFC 9562 lays out.
         bytes[6] = (bytes[6] & 0x0F) | 0x40;
         bytes[8] = (bytes[8] & 0x3F) | 0x80;
@@ -64,8 +64,8 @@ thread_local! {
     static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
 }
 
-/// wyrand: fast, good enough for ids that must be unique, not secret.
-fn next_u64() -> u64 {
+/// wyrand: fast, good enough for ids that must be unique, not secret (request, trace and span ids).
+pub fn random_u64() -> u64 {
     RNG.with(|state| {
         let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
         state.set(s);

@@ -262,6 +262,12 @@ fn render_metrics(gw: &Gateway, format: Format) -> String {
         out.gauge(&metrics::UPSTREAM_HEALTHY_ENDPOINTS, &[&u.id], healthy_endpoints(u) as f64);
     }
     out.counter(&metrics::ACCESS_LOG_DROPPED, &[], gw.telemetry.access_log.dropped());
+    if let Some(tracer) = &gw.telemetry.tracer {
+        let stats = tracer.stats();
+        out.counter(&metrics::TRACE_SPANS_EXPORTED, &[], stats.exported.load(Relaxed));
+        out.counter(&metrics::TRACE_SPANS_DROPPED, &[], stats.dropped.load(Relaxed));
+        out.counter(&metrics::TRACE_EXPORT_FAILURES, &[], stats.failures.load(Relaxed));
+    }
     out.finish()
 }
 

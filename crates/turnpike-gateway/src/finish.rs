@@ -24,9 +24,10 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
             error: cx.error,
             rate_limit: cx.rate_limit,
             auth_failure: cx.auth_failure,
-            trace_id: None,
+            trace_id: cx.trace.as_ref().and_then(|t| t.sampled_trace_id()),
         });
     }
+    crate::spans::end_server(&telemetry, &cx, status, protocol(version));
     if !log {
         return;
     }
@@ -54,6 +55,7 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
         rate_limit_by: cx.rate_limit_by.as_deref(),
         error: cx.error,
         aborted,
+        trace: cx.trace.as_ref().map(|t| (t.context.trace_id, t.context.span_id)),
     });
 }
 

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use turnpike_telemetry::AccessLog;
+use turnpike_telemetry::trace::Tracer;
 
 use crate::admin::AdminServer;
 use crate::config::{self, ConfigSource, Report};
@@ -159,6 +160,14 @@ impl GatewayHandle {
         } else {
             AccessLog::disabled()
         };
+        // The span exporter runs on this runtime, beside the admin listener, never on a worker.
+        let (tracer, tracer_task) = match &snapshot.server.tracing {
+            Some(tracing) => {
+                let (tracer, task) = Tracer::start(tracing.exporter.clone());
+                (Some(tracer), Some(task))
+            }
+            None => (None, None),
+        };
         let listeners = ListenerSet::default();
         let prepared = listeners.prepare(&snapshot.listeners)?;
         let watch_file = match (&options.source, options.watch && snapshot.server.watch) {
@@ -169,7 +178,7 @@ impl GatewayHandle {
         let gateway = Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             state,
-            telemetry: Arc::new(Telemetry::new(access_log)),
+            telemetry: Arc::new(Telemetry::new(access_log, tracer)),
             connections: Arc::new(Connections::default()),
             shutdown,
             source: Mutex::new(options.source),
@@ -184,7 +193,7 @@ impl GatewayHandle {
                 loaded_at: std::time::SystemTime::now(),
             }),
             generation: AtomicU64::new(1),
-            tasks: Mutex::new(Vec::new()),
+            tasks: Mutex::new(tracer_task.into_iter().collect()),
             admin: Mutex::new(None),
         });
         {
@@ -240,6 +249,7 @@ impl GatewayHandle {
                 let mut listeners = lock(&gw.listeners);
                 let prepared = listeners.prepare(&snapshot.listeners)?;
                 let admin = prepare_admin(gw, snapshot.server.admin.as_ref())?;
+                warn_exporter_change(&gw.snapshot(), &snapshot);
                 let snapshot = Arc::new(snapshot);
                 gw.snapshot.store(snapshot.clone());
                 listeners.commit(prepared, gw, &lock(&gw.workers));
@@ -333,6 +343,11 @@ impl GatewayHandle {
         Some(totals)
     }
 
+    /// The span exporter's counters, when tracing is on.
+    pub fn trace_stats(&self) -> Option<Arc<turnpike_telemetry::trace::TraceStats>> {
+        self.gateway.telemetry.tracer.as_ref().map(|t| t.stats().clone())
+    }
+
     /// Access-log records dropped because the writer could not keep up.
     pub fn access_log_dropped(&self) -> u64 {
         self.gateway.telemetry.access_log.dropped()
@@ -377,6 +392,22 @@ fn prepare_admin(
             let listener = tokio::net::TcpListener::from_std(socket).map_err(error)?;
             Ok(Some(Some(AdminServer::start(admin.address, listener, Arc::downgrade(gw)).map_err(error)?)))
         }
+    }
+}
+
+/// The span exporter is started with the process; a reload applies the sampling ratio and the propagation
+/// formats, and says so when the exporter's own settings changed.
+fn warn_exporter_change(old: &Snapshot, new: &Snapshot) {
+    let exporter = |s: &Snapshot| {
+        s.server.tracing.as_ref().map(|t| {
+            let mut source = t.source.clone();
+            source.sample_ratio = 0.0;
+            source.propagation.clear();
+            source
+        })
+    };
+    if exporter(old) != exporter(new) {
+        tracing::warn!("server.tracing exporter settings changed: they take effect on restart");
     }
 }
 

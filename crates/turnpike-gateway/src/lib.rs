@@ -18,6 +18,7 @@ mod proxy_headers;
 pub mod respond;
 mod server;
 pub mod snapshot;
+mod spans;
 pub mod state;
 mod telemetry;
 mod watch;

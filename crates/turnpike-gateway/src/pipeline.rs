@@ -33,15 +33,17 @@ use turnpike_core::{Body, BodyError, Cx, ForbiddenKind, GatewayError, Peer, Requ
 use turnpike_policy::auth::{AuthChain, AuthError, AuthInput};
 use turnpike_policy::authz::{AuthzFailure, AuthzInput};
 use turnpike_policy::cors::{Cors, CorsDecision};
-use turnpike_policy::rate_limit::{Check, Held, RateLimitHeaders, RateLimitInput};
+use turnpike_policy::rate_limit::{Check, Held, Outcome, RateLimitHeaders, RateLimitInput};
 use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
 use turnpike_telemetry::metrics::RouteMetrics;
+use turnpike_telemetry::trace::otlp::KeyValue;
+use turnpike_telemetry::trace::otlp::kind::{CLIENT, INTERNAL};
 
 use crate::body::{BytesIn, Finish, ResponseBody, counter};
 use crate::server::{Conn, RequestGuard};
 use crate::snapshot::{Route, Snapshot, TrustIncoming};
-use crate::{dispatch, proxy_headers, respond};
+use crate::{dispatch, proxy_headers, respond, spans};
 
 /// What the phases decide about the answer, applied to every response in `transform_response`.
 #[derive(Default)]
@@ -66,6 +68,9 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     let mut cx = Cx::new(request_id, conn.peer.clone(), parts.method.clone(), parts.uri.clone(), Instant::now());
     cx.host = host_value(&parts);
     cx.client_ip = proxy_headers::client_ip(&snap.server, conn.peer.addr.ip().to_canonical(), &parts.headers);
+    if let Some(tracing) = &snap.server.tracing {
+        cx.trace = Some(spans::begin(&parts.headers, tracing));
+    }
     let mut bytes_in = BytesIn::Known(0);
     let mut answer = Answer::default();
 
@@ -98,7 +103,8 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
         .admin
         .as_ref()
         .map(|_| answer_metrics.unwrap_or_else(|| conn.gateway.state.unmatched_metrics.clone()));
-    if log || metrics.is_some() {
+    let traced = cx.trace.as_ref().is_some_and(|t| t.context.sampled) && telemetry.tracer.is_some();
+    if log || metrics.is_some() || traced {
         let status = resp.status().as_u16();
         if metrics.is_some() {
             telemetry.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +205,14 @@ async fn route_and_dispatch(
             };
             // Boxed: the authentication future (key fetches, introspection calls) is large, and unboxed it would make
             // every request's future larger, and moved, on routes without authentication too.
-            match Box::pin(chain.authenticate(&input)).await {
+            let span = spans::child(cx);
+            let result = Box::pin(chain.authenticate(&input)).await;
+            if let Some(span) = span {
+                let error = result.as_ref().err().map(|_| "refused");
+                let attributes = vec![KeyValue::string("turnpike.route", &*route.id)];
+                spans::end(&conn.gateway.telemetry, cx, span, None, "authenticate", INTERNAL, attributes, error);
+            }
+            match result {
                 Ok(authenticated) => {
                     cx.identity = authenticated.identity.clone();
                     Some((chain, authenticated))
@@ -250,11 +263,26 @@ async fn route_and_dispatch(
             client_ip: cx.client_ip,
             identity: cx.identity.as_deref(),
         };
+        let span = spans::child(cx);
         let decision = match limits.check(&input, &conn.gateway.state.rate_limits.clock) {
             Check::Decided(decision) => decision,
             // Boxed like authentication: asking Redis is a large future that other requests should not carry.
-            Check::Shared(shared) => Box::pin(shared.ask()).await,
+            Check::Shared(shared) => {
+                let redis = spans::child(cx);
+                let decision = Box::pin(shared.ask()).await;
+                if let Some(redis) = redis {
+                    let failed = matches!(decision.outcome, Outcome::StoreErrorAllowed | Outcome::StoreErrorRefused);
+                    let attributes = vec![KeyValue::string("db.system.name", "redis")];
+                    let error = failed.then_some("store unavailable");
+                    spans::end(&conn.gateway.telemetry, cx, redis, span.as_ref(), "redis", CLIENT, attributes, error);
+                }
+                decision
+            }
         };
+        if let Some(span) = span {
+            let attributes = vec![KeyValue::string("turnpike.rate_limit", decision.outcome.as_str())];
+            spans::end(&conn.gateway.telemetry, cx, span, None, "rate_limit", INTERNAL, attributes, None);
+        }
         cx.rate_limit = Some(decision.outcome.as_str());
         cx.rate_limit_by = decision.limit;
         answer.rate_limit = Some(decision.headers);

@@ -272,6 +272,7 @@ mod tests {
             gateway_token: None,
             dns: (Vec::new(), Duration::from_secs(2)),
             admin: None,
+            tracing: None,
         }
     }
 

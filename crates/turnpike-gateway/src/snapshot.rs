@@ -92,6 +92,21 @@ pub struct ServerSettings {
     pub dns: (Vec<std::net::SocketAddr>, Duration),
     /// The admin listener, when configured (metrics are recorded only then).
     pub admin: Option<AdminSettings>,
+    /// Tracing, when configured.
+    pub tracing: Option<TracingSettings>,
+}
+
+/// Tracing, compiled.
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// Share of new traces recorded.
+    pub sample_ratio: f64,
+    /// Which headers are read and written.
+    pub propagation: turnpike_core::trace::Propagation,
+    /// The exporter (started with the gateway; a reload that changes it is told to restart).
+    pub exporter: turnpike_telemetry::trace::ExporterConfig,
+    /// The configuration it came from (what a reload compares).
+    pub source: crate::config::document::TracingConfig,
 }
 
 /// The admin listener, compiled.

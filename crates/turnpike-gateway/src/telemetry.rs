@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicI64;
 
 use turnpike_telemetry::AccessLog;
+use turnpike_telemetry::trace::Tracer;
 
 /// Where the `finish` phase reports.
 #[derive(Debug)]
@@ -13,11 +14,13 @@ pub struct Telemetry {
     pub in_flight: AtomicI64,
     /// When the process started (seconds since the Unix epoch).
     pub started: std::time::SystemTime,
+    /// The span exporter, when tracing is configured at startup.
+    pub tracer: Option<Tracer>,
 }
 
 impl Telemetry {
-    /// Sinks around `access_log`.
-    pub fn new(access_log: AccessLog) -> Self {
-        Self { access_log, in_flight: AtomicI64::new(0), started: std::time::SystemTime::now() }
+    /// Sinks around `access_log` and `tracer`.
+    pub fn new(access_log: AccessLog, tracer: Option<Tracer>) -> Self {
+        Self { access_log, in_flight: AtomicI64::new(0), started: std::time::SystemTime::now(), tracer }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
+use turnpike_core::trace::{SpanId, TraceId};
+
 use crate::names;
 
 /// Everything the access log says about one request.
@@ -58,6 +60,8 @@ pub struct AccessRecord<'a> {
     pub error: Option<&'static str>,
     /// The client went away before the response was complete.
     pub aborted: bool,
+    /// The trace and the gateway's server span, when the request was traced.
+    pub trace: Option<(TraceId, SpanId)>,
 }
 
 /// Where access-log lines go.
@@ -203,6 +207,12 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     if let Some(error) = r.error {
         field_str(out, names::ERROR_TYPE, error);
     }
+    if let Some((trace_id, span_id)) = r.trace {
+        key(out, names::TRACE_ID);
+        write_json_string(out, &trace_id.to_hex());
+        key(out, names::SPAN_ID);
+        write_json_string(out, &span_id.to_hex());
+    }
     if r.aborted {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(names::ABORTED.as_bytes());
@@ -285,6 +295,7 @@ mod tests {
             rate_limit_by: None,
             error: None,
             aborted: false,
+            trace: Some((TraceId([0xab; 16]), SpanId([0xcd; 8]))),
         }
     }
 
@@ -299,6 +310,8 @@ mod tests {
         assert_eq!(v[names::ENDPOINT], "127.0.0.1:9101");
         assert_eq!(v[names::DURATION_MS], 1.234);
         assert_eq!(v[names::TIME], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v[names::TRACE_ID], "ab".repeat(16));
+        assert_eq!(v[names::SPAN_ID], "cd".repeat(8));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 mod time;
+pub mod trace;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use logging::LogFormat;

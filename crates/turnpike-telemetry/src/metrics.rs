@@ -139,6 +139,14 @@ metrics! {
     /// Access-log records dropped.
     ACCESS_LOG_DROPPED = "turnpike_access_log_dropped", Counter, [],
         "Access-log records dropped because the writer could not keep up (logging never blocks a request).";
+    /// Spans exported.
+    TRACE_SPANS_EXPORTED = "turnpike_trace_spans_exported", Counter, [], "Spans the OTLP collector accepted.";
+    /// Spans dropped.
+    TRACE_SPANS_DROPPED = "turnpike_trace_spans_dropped", Counter, [],
+        "Spans dropped: the export queue was full or their batch could not be exported (requests never wait).";
+    /// Export failures.
+    TRACE_EXPORT_FAILURES = "turnpike_trace_export_failures", Counter, [],
+        "Exports to the OTLP collector that failed (connection refused, timeout, error answer).";
 }
 
 /// Methods with their own label value; any other is `_OTHER` (OpenTelemetry's convention).

@@ -43,5 +43,9 @@ pub const DURATION_MS: &str = "duration_ms";
 pub const UPSTREAM_DURATION_MS: &str = "upstream_duration_ms";
 /// Access-log field: the gateway's error type when it answered with an error.
 pub const ERROR_TYPE: &str = "error.type";
+/// Access-log field: the W3C trace id, when the request was traced (hex, 32 digits).
+pub const TRACE_ID: &str = "trace_id";
+/// Access-log field: the gateway's server span id, when the request was traced (hex, 16 digits).
+pub const SPAN_ID: &str = "span_id";
 /// Access-log field: set when the client went away before the response was complete.
 pub const ABORTED: &str = "aborted";

@@ -32,8 +32,8 @@ use turnpike_upstream::{
 use super::document::*;
 use super::resilience;
 use crate::snapshot::{
-    AdminSettings, ListenerProtocol, ListenerSettings, Mirror, Route, ServerSettings, Snapshot, TrustIncoming, Variant,
-    VariantMatch,
+    AdminSettings, ListenerProtocol, ListenerSettings, Mirror, Route, ServerSettings, Snapshot, TracingSettings,
+    TrustIncoming, Variant, VariantMatch,
 };
 use crate::state::State;
 
@@ -368,6 +368,87 @@ impl Compiler<'_> {
             gateway_token,
             dns: (nameservers, s.dns.timeout.into()),
             admin: None,
+            tracing: match &s.tracing {
+                Some(config) => Some(self.tracing(config)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Tracing: a plain-HTTP collector URL, a ratio in 0..=1, valid export headers, non-zero batch settings.
+    fn tracing(&mut self, config: &TracingConfig) -> Option<TracingSettings> {
+        use turnpike_telemetry::trace::{ExporterConfig, Protocol};
+        let base = Path::root().key("server").key("tracing");
+        let errors = self.errors.len();
+        let endpoint = match config.endpoint.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
+            Ok(uri) if uri.scheme_str() == Some("https") => {
+                self.error(
+                    &base.clone().key("endpoint"),
+                    "TLS to the collector is not supported: use `http://` to a collector on this host or beside it",
+                );
+                None
+            }
+            _ => {
+                let message = format!("`{}` is not an `http://host:port` URL", config.endpoint);
+                self.error(&base.clone().key("endpoint"), message);
+                None
+            }
+        };
+        if !(0.0..=1.0).contains(&config.sample_ratio) {
+            self.error(&base.clone().key("sample_ratio"), "must be between 0 and 1");
+        }
+        if config.propagation.is_empty() {
+            self.error(&base.clone().key("propagation"), "name at least one format (`w3c`, `b3`)");
+        }
+        for (key, value) in [("max_batch", config.max_batch), ("queue", config.queue)] {
+            if value == 0 {
+                self.error(&base.clone().key(key), "must be at least 1");
+            }
+        }
+        for (key, value) in [("timeout", config.timeout), ("interval", config.interval)] {
+            if value.0.is_zero() {
+                self.error(&base.clone().key(key), "must be longer than 0");
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            match (HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()), HeaderValue::from_str(value.expose()))
+            {
+                (Ok(name), Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    headers.push((name, value));
+                }
+                // The value is a secret: the error names the header, never the value.
+                _ => self.error(&base.clone().key("headers").key(name), "not a valid header name and value"),
+            }
+        }
+        if self.errors.len() > errors {
+            return None;
+        }
+        let mut resource = vec![("service.name".to_string(), config.service_name.clone())];
+        resource.extend(config.resource.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let propagation = turnpike_core::trace::Propagation {
+            w3c: config.propagation.contains(&PropagationConfig::W3c),
+            b3: config.propagation.contains(&PropagationConfig::B3),
+        };
+        Some(TracingSettings {
+            sample_ratio: config.sample_ratio,
+            propagation,
+            exporter: ExporterConfig {
+                endpoint: endpoint?,
+                protocol: match config.protocol {
+                    OtlpProtocolConfig::Grpc => Protocol::Grpc,
+                    OtlpProtocolConfig::Http => Protocol::Http,
+                },
+                headers,
+                resource,
+                timeout: config.timeout.into(),
+                max_batch: config.max_batch,
+                interval: config.interval.into(),
+                queue: config.queue,
+            },
+            source: config.clone(),
         })
     }
 

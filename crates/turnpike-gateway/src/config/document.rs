@@ -146,6 +146,95 @@ pub struct ServerConfig {
     /// (`/status`), on its own address, never a proxy listener's. Absent: no admin listener, and no metrics are
     /// recorded.
     pub admin: Option<AdminConfig>,
+    /// Distributed tracing: W3C Trace Context (and B3) read from requests and sent upstream, spans exported over
+    /// OTLP. Absent: no spans, and trace headers pass through untouched like any other header.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Distributed tracing.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP collector, `http://host:port`: for `grpc` (port 4317 usually) spans go to
+    /// `TraceService/Export`; for `http` (port 4318) to the URL's path, `/v1/traces` when it has none. Plain
+    /// HTTP only (run the collector on this host or beside it). Changing it needs a restart.
+    pub endpoint: String,
+    /// `grpc` or `http` (protobuf over HTTP/1.1).
+    #[serde(default)]
+    pub protocol: OtlpProtocolConfig,
+    /// Share of new traces recorded, 0 to 1 (by trace id, so every service sampling by ratio picks the same
+    /// traces). A request whose caller sent a trace context follows the caller's decision (parent-based).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Which trace headers are read and written: `w3c` (`traceparent`, `tracestate`), `b3` (`b3` or `X-B3-*`
+    /// read, `b3` written).
+    #[serde(default = "default_propagation")]
+    pub propagation: Vec<PropagationConfig>,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// More resource attributes (`deployment.environment: prod`, ...).
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
+    /// Headers sent with every export (collector credentials: write values as `${env:NAME}`). Never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, turnpike_policy::Secret>,
+    /// How long one export may take before its spans are dropped.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: Duration,
+    /// Most spans in one export.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest a span waits for its batch to fill before it is sent.
+    #[serde(default = "default_batch_interval")]
+    pub interval: Duration,
+    /// Spans held while the collector is slow; beyond this they are dropped and counted
+    /// (`turnpike_trace_spans_dropped_total`), never waited for.
+    #[serde(default = "default_span_queue")]
+    pub queue: usize,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_propagation() -> Vec<PropagationConfig> {
+    vec![PropagationConfig::W3c]
+}
+fn default_service_name() -> String {
+    "turnpike".into()
+}
+fn default_export_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(10))
+}
+fn default_max_batch() -> usize {
+    512
+}
+fn default_batch_interval() -> Duration {
+    Duration(std::time::Duration::from_secs(1))
+}
+fn default_span_queue() -> usize {
+    8192
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocolConfig {
+    /// OTLP/gRPC.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP, protobuf bodies.
+    Http,
+}
+
+/// A trace-header format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PropagationConfig {
+    /// W3C Trace Context.
+    W3c,
+    /// Zipkin B3.
+    B3,
 }
 
 /// The admin listener.
@@ -201,6 +290,7 @@ impl Default for ServerConfig {
             gateway_token: None,
             redis: None,
             admin: None,
+            tracing: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use turnpike_core::{Body, BodyError, Cx, GatewayError};
+use turnpike_telemetry::trace::otlp::{self, KeyValue};
 use turnpike_upstream::{
     Endpoint, HashOn, HostHeader, Outcome, Protocol, SendError, Tried, Unsent, Upstream, connect::ConnectError,
     stable_hash,
@@ -169,6 +170,13 @@ pub(crate) async fn forward(
             }
         };
 
+        // Each attempt is a span of its own; the upstream continues the trace under it.
+        let mut req = req;
+        let attempt_span = crate::spans::child(cx);
+        if let (Some(span), Some(trace), Some(tracing)) = (&attempt_span, &cx.trace, &snap.server.tracing) {
+            trace.child(span.id).inject(req.headers_mut(), tracing.propagation);
+        }
+        let method = req.method().clone();
         let sent = if attempt == 1 { start } else { Instant::now() };
         let try_deadline = policy.per_try_timeout.map_or(deadline, |t| (sent + t).min(deadline));
         let mut exchange = endpoint.begin(upstream.pool.clone());
@@ -178,7 +186,31 @@ pub(crate) async fn forward(
         let elapsed = now.saturating_duration_since(sent);
         cx.upstream_duration = Some(elapsed);
         if snap.server.admin.is_some() {
-            state.metrics.attempt(attempt > 1, elapsed, None);
+            state.metrics.attempt(attempt > 1, elapsed, cx.trace.as_ref().and_then(|t| t.sampled_trace_id()));
+        }
+        if let Some(span) = attempt_span {
+            let (status, error) = match &result {
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    (Some(status), (status >= 400).then_some("http error status"))
+                }
+                Ok(Err(_)) => (None, Some("upstream error")),
+                Err(_) => (None, Some("timeout")),
+            };
+            let mut attributes = vec![
+                KeyValue::string("http.request.method", method.as_str()),
+                KeyValue::string("server.address", endpoint.addr.ip().to_string()),
+                KeyValue::int("server.port", i64::from(endpoint.addr.port())),
+                KeyValue::string("turnpike.upstream", &*upstream.id),
+            ];
+            if let Some(status) = status {
+                attributes.push(KeyValue::int("http.response.status_code", i64::from(status)));
+            }
+            if attempt > 1 {
+                attributes.push(KeyValue::int("http.request.resend_count", i64::from(attempt - 1)));
+            }
+            let telemetry = &conn.gateway.telemetry;
+            crate::spans::end(telemetry, cx, span, None, method.as_str(), otlp::kind::CLIENT, attributes, error);
         }
         let can_replay = template.is_some();
 

@@ -18,3 +18,4 @@ mod routing;
 mod smoke;
 mod support;
 mod tls;
+mod tracing;

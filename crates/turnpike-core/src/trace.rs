@@ -1,0 +1,327 @@
+//! Trace context: W3C Trace Context (`traceparent`, `tracestate`) and B3, read from a request and written to the
+//! requests the gateway sends upstream, so the gateway's spans join the caller's trace and the upstream's join
+//! the gateway's.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `traceparent` (W3C Trace Context).
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate` (W3C Trace Context).
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// `b3` (B3 single header).
+pub static B3: HeaderName = HeaderName::from_static("b3");
+/// `x-b3-traceid` (B3 multiple headers).
+pub static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+/// `x-b3-spanid`.
+pub static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+/// `x-b3-parentspanid`.
+pub static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+/// `x-b3-sampled`.
+pub static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+/// `x-b3-flags` (debug).
+pub static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+
+/// Longest `tracestate` carried on (the W3C limit is 32 members; longer values are dropped, not cut).
+const MAX_TRACESTATE: usize = 512;
+
+/// A 16-byte trace id (never all zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(pub [u8; 16]);
+
+/// An 8-byte span id (never all zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpanId(pub [u8; 8]);
+
+impl TraceId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&crate::request_id::random_u64().to_be_bytes());
+        id[8..].copy_from_slice(&(crate::request_id::random_u64() | 1).to_be_bytes());
+        Self(id)
+    }
+
+    /// Lower-case hex, 32 characters.
+    pub fn to_hex(self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl SpanId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self((crate::request_id::random_u64() | 1).to_be_bytes())
+    }
+
+    /// Lower-case hex, 16 characters.
+    pub fn to_hex(self) -> String {
+        hex(&self.0)
+    }
+}
+
+/// Which header formats are read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Propagation {
+    /// W3C `traceparent` / `tracestate`.
+    pub w3c: bool,
+    /// B3 (`b3`, or `X-B3-*`; written as the single `b3` header).
+    pub b3: bool,
+}
+
+/// A span's place in a trace, as it travels between services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanContext {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The span.
+    pub span_id: SpanId,
+    /// Whether the trace is recorded.
+    pub sampled: bool,
+    /// Vendor data carried along unchanged (W3C `tracestate`).
+    pub trace_state: Option<HeaderValue>,
+}
+
+impl SpanContext {
+    /// The caller's span, from the headers `propagation` reads (W3C first); `None` when absent or malformed
+    /// (a malformed context starts a new trace, as the W3C spec asks).
+    pub fn extract(headers: &HeaderMap, propagation: Propagation) -> Option<Self> {
+        if propagation.w3c
+            && let Some(mut ctx) = headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()))
+        {
+            ctx.trace_state = headers.get(&TRACESTATE).filter(|v| !v.is_empty() && v.len() <= MAX_TRACESTATE).cloned();
+            return Some(ctx);
+        }
+        if propagation.b3 {
+            if let Some(single) = headers.get(&B3) {
+                return parse_b3_single(single.as_bytes());
+            }
+            return parse_b3_multi(headers);
+        }
+        None
+    }
+
+    /// Writes this context into a request going upstream, replacing whatever trace headers it carried.
+    pub fn inject(&self, headers: &mut HeaderMap, propagation: Propagation) {
+        for name in [&TRACEPARENT, &TRACESTATE, &B3, &X_B3_TRACEID, &X_B3_SPANID, &X_B3_PARENTSPANID, &X_B3_SAMPLED] {
+            headers.remove(name);
+        }
+        headers.remove(&X_B3_FLAGS);
+        if propagation.w3c {
+            let mut value = Vec::with_capacity(55);
+            value.extend_from_slice(b"00-");
+            push_hex(&mut value, &self.trace_id.0);
+            value.push(b'-');
+            push_hex(&mut value, &self.span_id.0);
+            value.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+                headers.insert(TRACEPARENT.clone(), value);
+            }
+            if let Some(state) = &self.trace_state {
+                headers.insert(TRACESTATE.clone(), state.clone());
+            }
+        }
+        if propagation.b3 {
+            let mut value = Vec::with_capacity(51);
+            push_hex(&mut value, &self.trace_id.0);
+            value.push(b'-');
+            push_hex(&mut value, &self.span_id.0);
+            value.extend_from_slice(if self.sampled { b"-1" } else { b"-0" });
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+                headers.insert(B3.clone(), value);
+            }
+        }
+    }
+}
+
+/// A request's trace as the gateway records it: the server span's context, the caller's span it continues, and
+/// when it started.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    /// The gateway's server span (trace id, span id, sampled, `tracestate`).
+    pub context: SpanContext,
+    /// The caller's span, when the request continued a trace.
+    pub parent: Option<SpanId>,
+    /// When the request arrived, ns since the Unix epoch (spans are timed from here with the monotonic clock).
+    pub start_unix_nanos: u64,
+}
+
+impl RequestTrace {
+    /// The context to send upstream for a new child span `span_id` of the server span.
+    pub fn child(&self, span_id: SpanId) -> SpanContext {
+        SpanContext { span_id, ..self.context.clone() }
+    }
+
+    /// The trace id, when the trace is recorded (for exemplars and the access log).
+    pub fn sampled_trace_id(&self) -> Option<[u8; 16]> {
+        self.context.sampled.then_some(self.context.trace_id.0)
+    }
+}
+
+/// `version-traceid-parentid-flags`. Version 00 must be exactly 55 characters; a later version may append
+/// fields (read as version 00 says); version ff is invalid.
+fn parse_traceparent(v: &[u8]) -> Option<SpanContext> {
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let version = unhex::<1>(&v[..2])?[0];
+    if version == 0xff || (version == 0 && v.len() != 55) || (version != 0 && v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    let trace_id = TraceId(unhex::<16>(&v[3..35])?);
+    let span_id = SpanId(unhex::<8>(&v[36..52])?);
+    let flags = unhex::<1>(&v[53..55])?[0];
+    valid(trace_id, span_id).then_some(SpanContext { trace_id, span_id, sampled: flags & 1 == 1, trace_state: None })
+}
+
+/// `traceid-spanid[-sampled[-parentspanid]]`; a lone `0`/`1`/`d` (sampling only) carries no ids.
+fn parse_b3_single(v: &[u8]) -> Option<SpanContext> {
+    let mut parts = v.split(|b| *b == b'-');
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let sampled = match parts.next() {
+        None => true,
+        Some(b"1" | b"d") => true,
+        Some(b"0") => false,
+        Some(_) => return None,
+    };
+    let trace_id = b3_trace_id(trace)?;
+    let span_id = SpanId(unhex::<8>(span)?);
+    valid(trace_id, span_id).then_some(SpanContext { trace_id, span_id, sampled, trace_state: None })
+}
+
+fn parse_b3_multi(headers: &HeaderMap) -> Option<SpanContext> {
+    let trace_id = b3_trace_id(headers.get(&X_B3_TRACEID)?.as_bytes())?;
+    let span_id = SpanId(unhex::<8>(headers.get(&X_B3_SPANID)?.as_bytes())?);
+    let debug = headers.get(&X_B3_FLAGS).is_some_and(|v| v.as_bytes() == b"1");
+    let sampled = debug || headers.get(&X_B3_SAMPLED).is_none_or(|v| matches!(v.as_bytes(), b"1" | b"true"));
+    valid(trace_id, span_id).then_some(SpanContext { trace_id, span_id, sampled, trace_state: None })
+}
+
+/// B3 trace ids are 16 or 32 hex digits; a 64-bit one is zero-padded on the left.
+fn b3_trace_id(v: &[u8]) -> Option<TraceId> {
+    match v.len() {
+        32 => Some(TraceId(unhex::<16>(v)?)),
+        16 => {
+            let low = unhex::<8>(v)?;
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&low);
+            Some(TraceId(id))
+        }
+        _ => None,
+    }
+}
+
+fn valid(trace_id: TraceId, span_id: SpanId) -> bool {
+    trace_id.0 != [0; 16] && span_id.0 != [0; 8]
+}
+
+/// Exactly `2 * N` lower-case hex digits (the W3C spec allows no upper case).
+fn unhex<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
+    if v.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in v.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xF)]);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W3C: Propagation = Propagation { w3c: true, b3: false };
+    const BOTH: Propagation = Propagation { w3c: true, b3: true };
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn reads_and_writes_traceparent() {
+        let h = headers(&[
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]);
+        let ctx = SpanContext::extract(&h, W3C).unwrap();
+        assert_eq!(ctx.trace_id.to_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.span_id.to_hex(), "00f067aa0ba902b7");
+        assert!(ctx.sampled);
+        let mut out = headers(&[("traceparent", "junk"), ("x-b3-traceid", "1")]);
+        ctx.inject(&mut out, W3C);
+        assert_eq!(out["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(out["tracestate"], "congo=t61rcWkgMzE");
+        assert!(out.get("x-b3-traceid").is_none());
+    }
+
+    #[test]
+    fn refuses_malformed_traceparents() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero span id
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", // extra on version 00
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  // short
+        ] {
+            assert!(SpanContext::extract(&headers(&[("traceparent", bad)]), W3C).is_none(), "{bad}");
+        }
+        // A later version may add fields.
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
+        let ctx = SpanContext::extract(&headers(&[("traceparent", future)]), W3C).unwrap();
+        assert!(!ctx.sampled);
+    }
+
+    #[test]
+    fn reads_b3_single_and_multiple_headers_when_enabled() {
+        let single = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")]);
+        assert!(SpanContext::extract(&single, W3C).is_none(), "b3 is off");
+        let ctx = SpanContext::extract(&single, BOTH).unwrap();
+        assert_eq!(ctx.trace_id.to_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(ctx.span_id.to_hex(), "e457b5a2e4d86bd1");
+        let multi = headers(&[
+            ("x-b3-traceid", "64fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "0"),
+        ]);
+        let ctx = SpanContext::extract(&multi, BOTH).unwrap();
+        assert_eq!(ctx.trace_id.to_hex(), "000000000000000064fe8b2a57d3eff7");
+        assert!(!ctx.sampled);
+        let mut out = HeaderMap::new();
+        ctx.inject(&mut out, BOTH);
+        assert_eq!(out["b3"], "000000000000000064fe8b2a57d3eff7-e457b5a2e4d86bd1-0");
+        assert_eq!(out["traceparent"], "00-000000000000000064fe8b2a57d3eff7-e457b5a2e4d86bd1-00");
+    }
+
+    #[test]
+    fn random_ids_are_valid_and_distinct() {
+        let (a, b) = (TraceId::random(), TraceId::random());
+        assert_ne!(a, b);
+        assert!(valid(a, SpanId::random()));
+    }
+}

@@ -1,0 +1,146 @@
+//! The spans of one request: its trace context is decided on arrival (continued from the caller, or new and
+//! sampled by ratio), child spans time the phases that may wait (authentication, rate limiting and its Redis
+//! call, each upstream attempt), and the server span ends in `finish`. Only sampled traces record anything; every
+//! traced request still sends a context upstream so the services behind keep the trace id.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+use turnpike_core::Cx;
+use turnpike_core::trace::{RequestTrace, SpanContext, SpanId, TraceId};
+use turnpike_telemetry::trace::otlp::{self, KeyValue};
+use turnpike_telemetry::trace::sample_by_ratio;
+
+use crate::snapshot::TracingSettings;
+use crate::telemetry::Telemetry;
+
+/// The trace of a request that just arrived.
+pub(crate) fn begin(headers: &http::HeaderMap, settings: &TracingSettings) -> RequestTrace {
+    let caller = SpanContext::extract(headers, settings.propagation);
+    let (trace_id, sampled, trace_state, parent) = match caller {
+        Some(c) => (c.trace_id, c.sampled, c.trace_state, Some(c.span_id)),
+        None => {
+            let id = TraceId::random();
+            (id, sample_by_ratio(id, settings.sample_ratio), None, None)
+        }
+    };
+    let start_unix_nanos = if sampled { unix_nanos(SystemTime::now()) } else { 0 };
+    RequestTrace {
+        context: SpanContext { trace_id, span_id: SpanId::random(), sampled, trace_state },
+        parent,
+        start_unix_nanos,
+    }
+}
+
+/// A child span being timed.
+#[derive(Debug)]
+pub(crate) struct Child {
+    /// Its id (sent upstream as the parent of what the upstream does).
+    pub id: SpanId,
+    start: Instant,
+}
+
+/// Starts a child span of the server span: `Some` for every traced request (its id is needed for propagation);
+/// only a sampled one is recorded when it ends.
+pub(crate) fn child(cx: &Cx) -> Option<Child> {
+    cx.trace.as_ref().map(|_| Child { id: SpanId::random(), start: Instant::now() })
+}
+
+/// Ends a child span of `parent` (`None`: of the server span): records it when the trace is sampled and an
+/// exporter runs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn end(
+    telemetry: &Telemetry,
+    cx: &Cx,
+    child: Child,
+    parent: Option<&Child>,
+    name: &str,
+    kind: i32,
+    attributes: Vec<KeyValue>,
+    error: Option<&str>,
+) {
+    let (Some(trace), Some(tracer)) = (&cx.trace, &telemetry.tracer) else { return };
+    if !trace.context.sampled {
+        return;
+    }
+    let parent = parent.map_or(trace.context.span_id, |p| p.id);
+    let span = span(trace, cx, child.id, Some(parent), name, kind, child.start, attributes, error);
+    tracer.record(span);
+}
+
+/// Ends the server span (in `finish`, after the last byte).
+pub(crate) fn end_server(telemetry: &Telemetry, cx: &Cx, status: u16, protocol: &str) {
+    let (Some(trace), Some(tracer)) = (&cx.trace, &telemetry.tracer) else { return };
+    if !trace.context.sampled {
+        return;
+    }
+    let name = match &cx.route {
+        Some(route) => format!("{} {route}", cx.method),
+        None => cx.method.to_string(),
+    };
+    let mut attributes = vec![
+        KeyValue::string("http.request.method", cx.method.as_str()),
+        KeyValue::string("url.path", cx.uri.path()),
+        KeyValue::string("url.scheme", cx.peer.scheme.as_str()),
+        KeyValue::int("http.response.status_code", i64::from(status)),
+        KeyValue::string("client.address", cx.client_ip.to_string()),
+        KeyValue::string("network.protocol.version", protocol),
+        KeyValue::string("turnpike.request_id", cx.request_id.as_str()),
+    ];
+    if let Some(host) = cx.host.as_ref().and_then(|h| h.to_str().ok()) {
+        attributes.push(KeyValue::string("server.address", host));
+    }
+    if let Some(route) = &cx.route {
+        attributes.push(KeyValue::string("turnpike.route", &**route));
+    }
+    if let Some(upstream) = &cx.upstream {
+        attributes.push(KeyValue::string("turnpike.upstream", &**upstream));
+    }
+    if let Some(error) = cx.error {
+        attributes.push(KeyValue::string("error.type", error));
+    }
+    // A server span is an error for 5xx only: a 4xx is the client's problem (OpenTelemetry HTTP conventions).
+    let error = (status >= 500).then(|| cx.error.unwrap_or("server error"));
+    let span =
+        span(trace, cx, trace.context.span_id, trace.parent, &name, otlp::kind::SERVER, cx.start, attributes, error);
+    tracer.record(span);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn span(
+    trace: &RequestTrace,
+    cx: &Cx,
+    id: SpanId,
+    parent: Option<SpanId>,
+    name: &str,
+    kind: i32,
+    start: Instant,
+    attributes: Vec<KeyValue>,
+    error: Option<&str>,
+) -> otlp::Span {
+    // Times on the monotonic clock, placed on the wall clock by the request's start.
+    let at = |instant: Instant| {
+        let offset = instant.saturating_duration_since(cx.start).as_nanos();
+        trace.start_unix_nanos.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+    };
+    otlp::Span {
+        trace_id: trace.context.trace_id.0.to_vec(),
+        span_id: id.0.to_vec(),
+        trace_state: trace.context.trace_state.as_ref().and_then(|s| s.to_str().ok()).unwrap_or_default().to_string(),
+        parent_span_id: parent.map(|p| p.0.to_vec()).unwrap_or_default(),
+        name: name.to_string(),
+        kind,
+        start_time_unix_nano: at(start),
+        end_time_unix_nano: at(Instant::now()),
+        attributes,
+        status: Some(match error {
+            Some(message) => otlp::Status { message: message.to_string(), code: otlp::status::ERROR },
+            None => otlp::Status { message: String::new(), code: 0 },
+        }),
+        flags: 1,
+    }
+}
+
+fn unix_nanos(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

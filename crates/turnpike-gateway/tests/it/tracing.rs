@@ -1,0 +1,299 @@
+//! Distributed tracing end to end: an OTLP receiver started here (gRPC over HTTP/2, and OTLP/HTTP), decoding with
+//! the types generated from the OpenTelemetry protobuf definitions (`opentelemetry-proto`), gets the spans of a
+//! request retried once: one server span, two attempt spans under it, the upstream saw the same trace with the
+//! attempt as its parent; an incoming `traceparent` is continued; unsampled traces still propagate; a collector
+//! that is down costs requests nothing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Request;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use turnpike_test::client::full;
+use turnpike_test::{Client, MockReply, MockUpstream, Recorded, TestGateway, eventually};
+
+/// Resource attributes of a batch.
+type Attributes = Vec<(String, String)>;
+
+/// Spans a receiver got, with the resource attributes of their batch.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(Attributes, Span)>>>);
+
+impl Received {
+    fn spans(&self) -> Vec<Span> {
+        self.0.lock().unwrap().iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    fn resource(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().first().map(|(r, _)| r.clone()).unwrap_or_default()
+    }
+
+    fn push(&self, request: ExportTraceServiceRequest) {
+        for rs in request.resource_spans {
+            let resource: Vec<(String, String)> = rs
+                .resource
+                .map(|r| r.attributes.iter().map(|kv| (kv.key.clone(), string(kv.value.as_ref()))).collect())
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                assert_eq!(ss.scope.as_ref().map(|s| s.name.as_str()), Some("turnpike"));
+                for span in ss.spans {
+                    self.0.lock().unwrap().push((resource.clone(), span));
+                }
+            }
+        }
+    }
+}
+
+fn string(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).map(|kv| string(kv.value.as_ref()))
+}
+
+/// An OTLP/gRPC receiver: `TraceService/Export` over HTTP/2, gRPC framing, `grpc-status: 0`.
+async fn grpc_receiver() -> (MockUpstream, Received) {
+    let received = Received::default();
+    let sink = received.clone();
+    let mock = MockUpstream::start_h2(move |r: &Recorded| {
+        assert_eq!(r.uri.path(), "/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+        assert_eq!(r.headers.get("content-type").unwrap(), "application/grpc");
+        let body = &r.body;
+        assert_eq!(body[0], 0, "uncompressed");
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        assert_eq!(body.len(), 5 + len, "one message");
+        sink.push(ExportTraceServiceRequest::decode(&body[5..]).expect("an ExportTraceServiceRequest"));
+        // An empty ExportTraceServiceResponse, framed.
+        MockReply::text(200, vec![0u8, 0, 0, 0, 0])
+            .header("content-type", "application/grpc")
+            .trailer("grpc-status", "0")
+    })
+    .await;
+    (mock, received)
+}
+
+/// An OTLP/HTTP receiver: protobuf `POST /v1/traces`.
+async fn http_receiver() -> (MockUpstream, Received) {
+    let received = Received::default();
+    let sink = received.clone();
+    let mock = MockUpstream::start(move |r: &Recorded| {
+        assert_eq!(r.uri.path(), "/v1/traces");
+        assert_eq!(r.headers.get("content-type").unwrap(), "application/x-protobuf");
+        assert_eq!(r.headers.get("x-collector-key").unwrap(), "s3cret");
+        sink.push(ExportTraceServiceRequest::decode(&r.body[..]).expect("an ExportTraceServiceRequest"));
+        MockReply::text(200, "").header("content-type", "application/x-protobuf")
+    })
+    .await;
+    (mock, received)
+}
+
+/// An upstream that fails the first request with 503 and answers the others.
+async fn flaky_once() -> MockUpstream {
+    let calls = AtomicUsize::new(0);
+    MockUpstream::start(move |_| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            MockReply::text(503, "busy")
+        } else {
+            MockReply::text(200, "ok")
+        }
+    })
+    .await
+}
+
+fn config(upstream: std::net::SocketAddr, tracing: &str) -> String {
+    format!(
+        r#"
+server:
+  watch: false
+  tracing: {{ {tracing}, interval: 20ms }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams:
+  app:
+    endpoints: ["{upstream}"]
+    outlier_detection: {{ enabled: false }}
+    retry: {{ backoff_base: 1ms, backoff_max: 1ms }}
+routes:
+  - {{ id: api, match: {{ prefix: /api }}, upstream: app }}
+"#
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn spans_eventually(received: &Received, n: usize) -> Vec<Span> {
+    assert!(
+        eventually(Duration::from_secs(5), || received.spans().len() >= n).await,
+        "expected {n} spans, got {:?}",
+        received.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    received.spans()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_exports_one_server_span_and_two_attempt_spans() {
+    let (collector, received) = grpc_receiver().await;
+    let upstream = flaky_once().await;
+    let endpoint = format!("endpoint: \"http://{}\", resource: {{ deployment.environment: test }}", collector.addr());
+    let gw = TestGateway::start(&config(upstream.addr(), &endpoint)).await;
+    let reply = Client::h1().get(&gw.url("/api/items")).await;
+    assert_eq!(reply.status, 200, "the retry hid the 503");
+
+    let spans = spans_eventually(&received, 3).await;
+    let servers: Vec<&Span> = spans.iter().filter(|s| s.kind == SpanKind::Server as i32).collect();
+    let attempts: Vec<&Span> = spans.iter().filter(|s| s.kind == SpanKind::Client as i32).collect();
+    assert_eq!((servers.len(), attempts.len()), (1, 2), "{spans:#?}");
+    let server = servers[0];
+    assert_eq!(server.name, "GET api");
+    assert!(server.parent_span_id.is_empty(), "a new trace: the server span is the root");
+    assert_eq!(attribute(server, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(server, "turnpike.route").as_deref(), Some("api"));
+    for attempt in &attempts {
+        assert_eq!(attempt.trace_id, server.trace_id);
+        assert_eq!(attempt.parent_span_id, server.span_id, "attempts are children of the server span");
+        assert!(attempt.start_time_unix_nano >= server.start_time_unix_nano);
+        assert!(attempt.end_time_unix_nano <= server.end_time_unix_nano);
+    }
+    let mut statuses: Vec<String> =
+        attempts.iter().map(|a| attribute(a, "http.response.status_code").unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, ["200", "503"]);
+    assert_eq!(attempts.iter().filter(|a| attribute(a, "http.request.resend_count").is_some()).count(), 1);
+
+    // The upstream saw the trace, each attempt under its own span.
+    let seen: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.headers.get("traceparent").unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen.len(), 2);
+    for header in &seen {
+        let parts: Vec<&str> = header.split('-').collect();
+        assert_eq!(parts[1], hex(&server.trace_id), "{header}");
+        assert!(attempts.iter().any(|a| hex(&a.span_id) == parts[2]), "{header}: parent is an attempt span");
+        assert_eq!(parts[3], "01");
+    }
+    assert_ne!(seen[0], seen[1], "each attempt sends its own span id");
+    let resource = received.resource();
+    assert!(resource.contains(&("service.name".into(), "turnpike".into())), "{resource:?}");
+    assert!(resource.contains(&("deployment.environment".into(), "test".into())), "{resource:?}");
+
+    // The access log carries the same trace id.
+    let log = gw.access_log(1).await;
+    assert_eq!(log[0]["trace_id"], hex(&server.trace_id));
+    assert_eq!(log[0]["span_id"], hex(&server.span_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_traceparent_is_continued_not_replaced() {
+    let (collector, received) = grpc_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let gw = TestGateway::start(&config(upstream.addr(), &format!("endpoint: \"http://{}\"", collector.addr()))).await;
+    let req = Request::get(gw.url("/api/items"))
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("tracestate", "vendor=abc")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(Client::h1().send(req).await.status, 200);
+    let spans = spans_eventually(&received, 2).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
+    assert_eq!(hex(&server.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7", "the caller's span is the parent");
+    assert_eq!(server.trace_state, "vendor=abc");
+    let recorded = &upstream.requests()[0];
+    let header = recorded.headers.get("traceparent").unwrap().to_str().unwrap();
+    assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{header}");
+    assert!(!header.contains("00f067aa0ba902b7"), "the upstream's parent is the gateway's attempt span");
+    assert_eq!(recorded.headers.get("tracestate").unwrap(), "vendor=abc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_traces_propagate_without_recording() {
+    let (collector, received) = grpc_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let tracing = format!("endpoint: \"http://{}\", sample_ratio: 0", collector.addr());
+    let gw = TestGateway::start(&config(upstream.addr(), &tracing)).await;
+    let client = Client::h1();
+    for _ in 0..5 {
+        assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    }
+    // A caller that sampled is followed, ratio or not.
+    let req = Request::get(gw.url("/api/items"))
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(client.send(req).await.status, 200);
+    let spans = spans_eventually(&received, 2).await;
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == "0af7651916cd43dd8448eb211c80319c"), "only the sampled trace");
+    let headers: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.headers.get("traceparent").unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert!(headers[..5].iter().all(|h| h.ends_with("-00")), "unsampled, still propagated: {headers:?}");
+    assert_eq!(received.spans().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_otlp_http_with_the_configured_headers() {
+    let (collector, received) = http_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let tracing = format!(
+        "endpoint: \"http://{}\", protocol: http, headers: {{ x-collector-key: s3cret }}, propagation: [w3c, b3]",
+        collector.addr()
+    );
+    let gw = TestGateway::start(&config(upstream.addr(), &tracing)).await;
+    let req = Request::get(gw.url("/api/items"))
+        .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(Client::h1().send(req).await.status, 200);
+    let spans = spans_eventually(&received, 2).await;
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == "80f198ee56343ba864fe8b2a57d3eff7"));
+    let recorded = &upstream.requests()[0];
+    assert!(recorded.headers.get("b3").unwrap().to_str().unwrap().starts_with("80f198ee56343ba864fe8b2a57d3eff7-"));
+    assert!(recorded.headers.get("traceparent").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_requests_nothing() {
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let down = turnpike_test::refused_addr();
+    let gw = TestGateway::start(&config(upstream.addr(), &format!("endpoint: \"http://{down}\""))).await;
+    let client = Client::h1();
+    for _ in 0..20 {
+        assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    }
+    let stats = gw.handle.trace_stats().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || stats.failures.load(Ordering::Relaxed) > 0).await,
+        "the failed export is counted"
+    );
+    assert!(eventually(Duration::from_secs(5), || stats.dropped.load(Ordering::Relaxed) == 40).await);
+    assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn tracing_config_errors_name_the_field() {
+    for (tracing, field, message) in [
+        ("endpoint: \"https://collector:4317\"", "server.tracing.endpoint", "TLS to the collector"),
+        ("endpoint: \"collector\"", "server.tracing.endpoint", "not an `http://host:port` URL"),
+        ("endpoint: \"http://127.0.0.1:4317\", sample_ratio: 1.5", "server.tracing.sample_ratio", "between 0 and 1"),
+        ("endpoint: \"http://127.0.0.1:4317\", propagation: []", "server.tracing.propagation", "at least one"),
+    ] {
+        let yaml = config("127.0.0.1:1".parse().unwrap(), tracing);
+        let err = TestGateway::try_start(&yaml, 1).await.err().expect("refused").to_string();
+        assert!(err.contains(field) && err.contains(message), "{tracing}: {err}");
+    }
+}

@@ -1,0 +1,279 @@
+//! Traces: spans finished on the request path are handed to a bounded queue (never waited on: a full queue drops
+//! and counts) and exported in batches over OTLP — gRPC or HTTP/protobuf — by a task of their own. A collector
+//! that is down, slow or refusing costs requests nothing: failed batches are dropped and counted.
+
+pub mod otlp;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, TE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use turnpike_core::trace::TraceId;
+
+use self::otlp::{ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans, ScopeSpans};
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (`TraceService/Export` over HTTP/2 cleartext), usually port 4317.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`POST /v1/traces`), usually port 4318.
+    Http,
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone)]
+pub struct ExporterConfig {
+    /// `http://host:port` (gRPC) or the full `http://host:port/v1/traces` (HTTP).
+    pub endpoint: Uri,
+    /// gRPC or HTTP.
+    pub protocol: Protocol,
+    /// Extra request headers (collector authentication). Never logged.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Resource attributes (`service.name` and the configured ones).
+    pub resource: Vec<(String, String)>,
+    /// How long one export may take.
+    pub timeout: Duration,
+    /// Most spans per export.
+    pub max_batch: usize,
+    /// Longest a span waits for its batch to fill.
+    pub interval: Duration,
+    /// Spans held while the exporter catches up; beyond, they are dropped and counted.
+    pub queue: usize,
+}
+
+/// Exporter counters, for the metrics.
+#[derive(Debug, Default)]
+pub struct TraceStats {
+    /// Spans the collector accepted.
+    pub exported: AtomicU64,
+    /// Spans dropped: the queue was full, or their batch failed.
+    pub dropped: AtomicU64,
+    /// Export calls that failed (connect, timeout, non-success answer).
+    pub failures: AtomicU64,
+}
+
+/// The request path's handle: record finished spans.
+#[derive(Debug, Clone)]
+pub struct Tracer {
+    tx: mpsc::Sender<otlp::Span>,
+    stats: Arc<TraceStats>,
+}
+
+impl Tracer {
+    /// Starts the exporter task on the current runtime.
+    pub fn start(config: ExporterConfig) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let stats = Arc::new(TraceStats::default());
+        let task = tokio::spawn(export_loop(rx, config, stats.clone()));
+        (Self { tx, stats }, task)
+    }
+
+    /// Hands a finished span to the exporter; drops it (counted) when the queue is full.
+    pub fn record(&self, span: otlp::Span) {
+        if self.tx.try_send(span).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The exporter's counters.
+    pub fn stats(&self) -> &Arc<TraceStats> {
+        &self.stats
+    }
+}
+
+/// Whether a new trace (one with no sampled caller to follow) is recorded: the trace-id ratio sampler of the
+/// OpenTelemetry spec, so every service that samples by ratio agrees on the same traces.
+pub fn sample_by_ratio(trace_id: TraceId, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id.0[8..]);
+    // The low 56 bits are the random part W3C Trace Context level 2 asks for.
+    let value = u64::from_be_bytes(low) & ((1 << 56) - 1);
+    (value as f64) < ratio * (1u64 << 56) as f64
+}
+
+async fn export_loop(mut rx: mpsc::Receiver<otlp::Span>, config: ExporterConfig, stats: Arc<TraceStats>) {
+    let resource =
+        Resource { attributes: config.resource.iter().map(|(k, v)| KeyValue::string(k, v.clone())).collect() };
+    let scope = InstrumentationScope { name: "turnpike".into(), version: env!("CARGO_PKG_VERSION").into() };
+    let mut client = Client::default();
+    while let Some(first) = rx.recv().await {
+        let mut spans = vec![first];
+        let deadline = tokio::time::Instant::now() + config.interval;
+        while spans.len() < config.max_batch {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(span)) => spans.push(span),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let count = spans.len() as u64;
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource.clone()),
+                scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans }],
+            }],
+        };
+        let body = otlp::encode(&request);
+        match tokio::time::timeout(config.timeout, client.export(&config, body)).await {
+            Ok(Ok(())) => {
+                stats.exported.fetch_add(count, Ordering::Relaxed);
+            }
+            result => {
+                let error = match result {
+                    Ok(Err(err)) => err,
+                    _ => "timed out".to_string(),
+                };
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.dropped.fetch_add(count, Ordering::Relaxed);
+                client.reset();
+                tracing::warn!(endpoint = %config.endpoint, error, spans = count, "trace export failed; spans dropped");
+            }
+        }
+    }
+}
+
+/// One connection to the collector, opened on first use and again after a failure.
+#[derive(Default)]
+struct Client {
+    h2: Option<hyper::client::conn::http2::SendRequest<Full<Bytes>>>,
+    h1: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    fn reset(&mut self) {
+        self.h2 = None;
+        self.h1 = None;
+    }
+
+    async fn export(&mut self, config: &ExporterConfig, message: Vec<u8>) -> Result<(), String> {
+        let authority = config.endpoint.authority().ok_or("the endpoint has no host")?.clone();
+        let (path, content_type, body) = match config.protocol {
+            Protocol::Grpc => {
+                // A gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf bytes.
+                let mut framed = BytesMut::with_capacity(message.len() + 5);
+                framed.put_u8(0);
+                framed.put_u32(u32::try_from(message.len()).map_err(|_| "batch too large")?);
+                framed.put_slice(&message);
+                ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", "application/grpc", framed.freeze())
+            }
+            Protocol::Http => {
+                let path = config.endpoint.path_and_query().map_or("/v1/traces", |p| p.as_str());
+                let path = if path == "/" { "/v1/traces" } else { path };
+                (path, "application/x-protobuf", Bytes::from(message))
+            }
+        };
+        let uri = Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build();
+        let mut req = Request::builder().method(Method::POST).uri(uri.map_err(|e| e.to_string())?);
+        if let Some(headers) = req.headers_mut() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            if config.protocol == Protocol::Grpc {
+                headers.insert(TE, HeaderValue::from_static("trailers"));
+            }
+            for (name, value) in &config.headers {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let resp = match config.protocol {
+            Protocol::Grpc => {
+                if self.h2.as_ref().is_none_or(|s| s.is_closed()) {
+                    let io = connect(authority.as_str()).await?;
+                    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+                    tokio::spawn(conn);
+                    self.h2 = Some(send);
+                }
+                let send = self.h2.as_mut().ok_or("no connection")?;
+                send.send_request(req).await.map_err(|e| e.to_string())?
+            }
+            Protocol::Http => {
+                if self.h1.as_ref().is_none_or(|s| s.is_closed()) {
+                    let io = connect(authority.as_str()).await?;
+                    let (send, conn) =
+                        hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("handshake: {e}"))?;
+                    tokio::spawn(conn);
+                    self.h1 = Some(send);
+                }
+                let send = self.h1.as_mut().ok_or("no connection")?;
+                send.ready().await.map_err(|e| e.to_string())?;
+                send.send_request(req).await.map_err(|e| e.to_string())?
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let collected = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("collector answered {status}"));
+        }
+        if config.protocol == Protocol::Grpc {
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            grpc_ok(&headers, &trailers)?;
+        }
+        Ok(())
+    }
+}
+
+/// gRPC success is `grpc-status: 0`, in the trailers (or the headers of a trailers-only answer).
+fn grpc_ok(headers: &HeaderMap, trailers: &HeaderMap) -> Result<(), String> {
+    let status = trailers.get("grpc-status").or_else(|| headers.get("grpc-status"));
+    match status.map(HeaderValue::as_bytes) {
+        Some(b"0") => Ok(()),
+        Some(code) => {
+            let message = trailers.get("grpc-message").or_else(|| headers.get("grpc-message"));
+            let message = message.and_then(|m| m.to_str().ok()).unwrap_or("");
+            Err(format!("grpc-status {} {message}", String::from_utf8_lossy(code)))
+        }
+        None => Err("no grpc-status".into()),
+    }
+}
+
+async fn connect(authority: &str) -> Result<TokioIo<TcpStream>, String> {
+    let stream = TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_sampling_is_decided_by_the_trace_id() {
+        let mut id = [0u8; 16];
+        assert!(sample_by_ratio(TraceId(id), 0.5));
+        id[9] = 0xff;
+        assert!(!sample_by_ratio(TraceId(id), 0.5));
+        assert!(sample_by_ratio(TraceId(id), 1.0));
+        assert!(!sample_by_ratio(TraceId([1; 16]), 0.0));
+        let sampled = (0..10_000).filter(|_| sample_by_ratio(TraceId::random(), 0.01)).count();
+        assert!((50..200).contains(&sampled), "about 1 %: {sampled}");
+    }
+
+    #[test]
+    fn grpc_status_is_read_from_trailers_or_headers() {
+        let mut ok = HeaderMap::new();
+        ok.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(grpc_ok(&HeaderMap::new(), &ok).is_ok());
+        assert!(grpc_ok(&ok, &HeaderMap::new()).is_ok());
+        let mut bad = HeaderMap::new();
+        bad.insert("grpc-status", HeaderValue::from_static("14"));
+        bad.insert("grpc-message", HeaderValue::from_static("unavailable"));
+        assert_eq!(grpc_ok(&HeaderMap::new(), &bad).unwrap_err(), "grpc-status 14 unavailable");
+        assert!(grpc_ok(&HeaderMap::new(), &HeaderMap::new()).is_err());
+    }
+}
