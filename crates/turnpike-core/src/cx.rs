@@ -98,6 +98,8 @@ pub struct Cx {
     pub auth_failure: Option<&'static str>,
     /// The request's trace, when tracing is on.
     pub trace: Option<crate::trace::RequestTrace>,
+    /// Request headers the access log writes (in the order its settings name them).
+    pub log_headers: Vec<Option<HeaderValue>>,
 }
 
 impl Cx {
@@ -124,6 +126,7 @@ impl Cx {
             rate_limit_by: None,
             auth_failure: None,
             trace: None,
+            log_headers: Vec::new(),
         }
     }
 }

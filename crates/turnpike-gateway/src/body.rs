@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Version;
 use http_body::{Frame, SizeHint};
 use turnpike_core::{Body, BoxError, Cx};
+use turnpike_telemetry::access_log::LogSettings;
 use turnpike_telemetry::metrics::RouteMetrics;
 use turnpike_upstream::Exchange;
 
@@ -32,8 +33,8 @@ pub(crate) struct Finish {
     pub version: Version,
     pub bytes_in: BytesIn,
     pub telemetry: Arc<Telemetry>,
-    /// Write the access-log record.
-    pub log: bool,
+    /// Write the access-log record, as these settings say (`None`: not logged, or sampled out).
+    pub log: Option<Arc<LogSettings>>,
     /// Record into these metrics (the route's, or those of unmatched requests).
     pub metrics: Option<Arc<RouteMetrics>>,
 }

@@ -28,35 +28,39 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
         });
     }
     crate::spans::end_server(&telemetry, &cx, status, protocol(version));
-    if !log {
-        return;
-    }
+    let Some(settings) = log else { return };
     let log = &telemetry.access_log;
     let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
-    log.log(&AccessRecord {
-        request_id: cx.request_id.as_str(),
-        client: cx.client_ip,
-        method: cx.method.as_str(),
-        host,
-        path: cx.uri.path(),
-        protocol: protocol(version),
-        listener: &cx.peer.listener,
-        route: cx.route.as_deref(),
-        upstream: cx.upstream.as_deref(),
-        endpoint: cx.endpoint,
-        attempts: cx.attempts,
-        status,
-        bytes_in: bytes_in.get(),
-        bytes_out,
-        duration,
-        upstream_duration: cx.upstream_duration,
-        retry_stopped: cx.retry_stopped,
-        rate_limit: cx.rate_limit,
-        rate_limit_by: cx.rate_limit_by.as_deref(),
-        error: cx.error,
-        aborted,
-        trace: cx.trace.as_ref().map(|t| (t.context.trace_id, t.context.span_id)),
-    });
+    log.log(
+        &AccessRecord {
+            request_id: cx.request_id.as_str(),
+            client: cx.client_ip,
+            method: cx.method.as_str(),
+            host,
+            path: cx.uri.path(),
+            protocol: protocol(version),
+            listener: &cx.peer.listener,
+            route: cx.route.as_deref(),
+            upstream: cx.upstream.as_deref(),
+            endpoint: cx.endpoint,
+            attempts: cx.attempts,
+            status,
+            bytes_in: bytes_in.get(),
+            bytes_out,
+            duration,
+            upstream_duration: cx.upstream_duration,
+            retry_stopped: cx.retry_stopped,
+            rate_limit: cx.rate_limit,
+            rate_limit_by: cx.rate_limit_by.as_deref(),
+            error: cx.error,
+            aborted,
+            trace: cx.trace.as_ref().map(|t| (t.context.trace_id, t.context.span_id)),
+            query: cx.uri.query(),
+            consumer: cx.identity.as_ref().and_then(|i| i.consumer.as_ref()).map(|c| &*c.id),
+            headers: &cx.log_headers,
+        },
+        &settings,
+    );
 }
 
 fn protocol(version: Version) -> &'static str {

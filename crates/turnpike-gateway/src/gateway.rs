@@ -60,6 +60,15 @@ pub enum StartError {
     /// Worker threads could not be started.
     #[error("cannot start worker threads")]
     Workers(#[source] std::io::Error),
+    /// The access-log file could not be opened.
+    #[error("cannot open the access log {}", path.display())]
+    AccessLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a reload was refused (the previous configuration keeps serving).
@@ -150,12 +159,13 @@ impl GatewayHandle {
         let snapshot = config::load_and_compile(&options.source, &state, 1).map_err(StartError::Config)?;
         let workers = options.workers.or(snapshot.server.workers).unwrap_or_else(default_workers);
         let workers = Workers::start(workers).map_err(StartError::Workers)?;
+        let queue = snapshot.server.access_log_queue;
         let access_log = if snapshot.server.access_log {
-            match options.access_log {
-                AccessLogSink::Stdout => AccessLog::stdout(),
-                AccessLogSink::Writer(make) => {
-                    AccessLog::to_writer(make, turnpike_telemetry::access_log::DEFAULT_QUEUE)
-                }
+            match (options.access_log, &snapshot.server.access_log_path) {
+                (AccessLogSink::Stdout, Some(path)) => AccessLog::to_file(path, queue)
+                    .map_err(|source| StartError::AccessLog { path: path.clone(), source })?,
+                (AccessLogSink::Stdout, None) => AccessLog::stdout_with_queue(queue),
+                (AccessLogSink::Writer(make), _) => AccessLog::to_writer(make, queue),
             }
         } else {
             AccessLog::disabled()
@@ -346,6 +356,11 @@ impl GatewayHandle {
     /// The span exporter's counters, when tracing is on.
     pub fn trace_stats(&self) -> Option<Arc<turnpike_telemetry::trace::TraceStats>> {
         self.gateway.telemetry.tracer.as_ref().map(|t| t.stats().clone())
+    }
+
+    /// Reopens the access-log file at its path (SIGUSR1, after logrotate moved it); nothing for stdout.
+    pub fn reopen_access_log(&self) {
+        self.gateway.telemetry.access_log.reopen();
     }
 
     /// Access-log records dropped because the writer could not keep up.

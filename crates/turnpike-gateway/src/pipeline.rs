@@ -29,6 +29,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use turnpike_core::request_id::random_u64;
 use turnpike_core::{Body, BodyError, Cx, ForbiddenKind, GatewayError, Peer, RequestId, Scheme};
 use turnpike_policy::auth::{AuthChain, AuthError, AuthInput};
 use turnpike_policy::authz::{AuthzFailure, AuthzInput};
@@ -71,6 +72,9 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     if let Some(tracing) = &snap.server.tracing {
         cx.trace = Some(spans::begin(&parts.headers, tracing));
     }
+    if !snap.server.log.headers.is_empty() {
+        cx.log_headers = snap.server.log.headers.iter().map(|(name, _)| parts.headers.get(name).cloned()).collect();
+    }
     let mut bytes_in = BytesIn::Known(0);
     let mut answer = Answer::default();
 
@@ -96,7 +100,11 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     // 11 finish: attached to the body, so it runs when the last byte is sent (or the client goes away) and can
     // report the full duration and size.
     let telemetry = &conn.gateway.telemetry;
-    let log = snap.server.access_log && telemetry.access_log.enabled();
+    // The access log samples here, before any formatting: errors and successes at their own ratios.
+    let status = resp.status().as_u16();
+    let log = (snap.server.access_log && telemetry.access_log.enabled())
+        .then(|| snap.server.log.clone())
+        .filter(|settings| settings.keep(status >= 400 || cx.error.is_some(), random_u64()));
     // Metrics are recorded while an admin listener can serve them; unmatched requests count under `route=""`.
     let metrics = snap
         .server
@@ -104,8 +112,7 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
         .as_ref()
         .map(|_| answer_metrics.unwrap_or_else(|| conn.gateway.state.unmatched_metrics.clone()));
     let traced = cx.trace.as_ref().is_some_and(|t| t.context.sampled) && telemetry.tracer.is_some();
-    if log || metrics.is_some() || traced {
-        let status = resp.status().as_u16();
+    if log.is_some() || metrics.is_some() || traced {
         if metrics.is_some() {
             telemetry.in_flight.fetch_add(1, Ordering::Relaxed);
         }

@@ -273,6 +273,9 @@ mod tests {
             dns: (Vec::new(), Duration::from_secs(2)),
             admin: None,
             tracing: None,
+            log: Default::default(),
+            access_log_path: None,
+            access_log_queue: 16,
         }
     }
 

@@ -74,6 +74,12 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Whether the access log is written.
     pub access_log: bool,
+    /// What it writes (fields, redaction, sampling).
+    pub log: Arc<turnpike_telemetry::access_log::LogSettings>,
+    /// Its file, when not stdout (startup only).
+    pub access_log_path: Option<std::path::PathBuf>,
+    /// Lines it holds while the writer catches up (startup only).
+    pub access_log_queue: usize,
     /// Worker threads asked for (startup only).
     pub workers: Option<usize>,
     /// Whether config file changes trigger a reload.

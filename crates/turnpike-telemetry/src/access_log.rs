@@ -3,11 +3,15 @@
 //! Records are formatted on the worker (cheap, no locks) and handed over through a bounded queue; when the queue is
 //! full (stdout blocked, disk slow) the record is dropped and counted rather than stalling requests. Every string is
 //! JSON-escaped, control characters included, so a client cannot forge or break a log line.
+//!
+//! What a line holds is [`LogSettings`]: the fields, request headers and query logged, what is redacted (credentials
+//! by default: `Authorization`, cookies, API-key headers, secret-looking query parameters), and the sampling of
+//! successes and errors. The sink is stdout or a file, reopened on request (SIGUSR1, after logrotate moved it).
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
@@ -62,6 +66,195 @@ pub struct AccessRecord<'a> {
     pub aborted: bool,
     /// The trace and the gateway's server span, when the request was traced.
     pub trace: Option<(TraceId, SpanId)>,
+    /// The query string, as received.
+    pub query: Option<&'a str>,
+    /// The consumer (API client) the request authenticated as.
+    pub consumer: Option<&'a str>,
+    /// Values of the request headers [`LogSettings::headers`] names, in that order.
+    pub headers: &'a [Option<http::HeaderValue>],
+}
+
+/// What the access log writes, compiled from the configuration (a reload replaces it).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Fields written (bits of [`FIELDS`]).
+    fields: u64,
+    /// Fields whose value is replaced by `[REDACTED]`.
+    redacted: u64,
+    /// Request headers logged as `http.request.header.<name>`, and whether their value is redacted.
+    pub headers: Vec<(http::HeaderName, bool)>,
+    /// Query parameters whose values are redacted (lower case).
+    secret_params: Vec<String>,
+    /// Share of successful requests logged.
+    pub sample_successes: f64,
+    /// Share of errors (status >= 400, or an error the gateway answered) logged.
+    pub sample_errors: f64,
+}
+
+/// The value written in place of a redacted one.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Every field a line can carry, in the order written; all but `url.query` are on by default.
+pub const FIELDS: [&str; 27] = [
+    names::TIME,
+    names::REQUEST_ID,
+    names::CLIENT_ADDRESS,
+    names::METHOD,
+    names::SERVER_ADDRESS,
+    names::URL_PATH,
+    names::URL_QUERY,
+    names::PROTOCOL_VERSION,
+    names::LISTENER,
+    names::ROUTE,
+    names::UPSTREAM,
+    names::ENDPOINT,
+    names::ATTEMPTS,
+    names::STATUS,
+    names::BYTES_IN,
+    names::BYTES_OUT,
+    names::DURATION_MS,
+    names::UPSTREAM_DURATION_MS,
+    names::RETRY_STOPPED,
+    names::CONSUMER,
+    names::RATE_LIMIT,
+    names::RATE_LIMIT_BY,
+    names::ERROR_TYPE,
+    names::TRACE_ID,
+    names::SPAN_ID,
+    names::ABORTED,
+    names::REQUEST_HEADERS,
+];
+
+/// Request headers whose values are credentials: always redacted when logged.
+pub const SECRET_HEADERS: [&str; 6] =
+    ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"];
+
+/// Query parameters whose values are redacted by default (matched case-insensitively).
+pub const SECRET_PARAMS: [&str; 14] = [
+    "access_token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "auth",
+    "code",
+    "id_token",
+    "key",
+    "password",
+    "refresh_token",
+    "secret",
+    "signature",
+    "sig",
+    "token",
+];
+
+fn bit(field: &str) -> Option<u64> {
+    FIELDS.iter().position(|f| *f == field).map(|i| 1u64 << i)
+}
+
+/// Why access-log settings are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSettingsError {
+    /// A field name that does not exist (with the index in its list and the list's name).
+    UnknownField(&'static str, usize, String),
+    /// A header name that is not one.
+    BadHeader(usize, String),
+    /// A sampling ratio outside 0..=1.
+    BadRatio(&'static str),
+}
+
+impl LogSettings {
+    /// Compiles the settings. `fields`: the fields to write (`None`: every field but `url.query`; the headers'
+    /// field is written when `headers` names some). `redact`: fields whose values are masked. `headers`: request
+    /// headers to log (credential headers and `secret_headers` are masked). `secret_params`: query parameters
+    /// masked besides [`SECRET_PARAMS`].
+    pub fn new(
+        fields: Option<&[String]>,
+        redact: &[String],
+        headers: &[String],
+        secret_headers: &[String],
+        secret_params: &[String],
+        sample_successes: f64,
+        sample_errors: f64,
+    ) -> Result<Self, Vec<LogSettingsError>> {
+        let mut errors = Vec::new();
+        let mask = |list: &[String], which: &'static str, errors: &mut Vec<LogSettingsError>| {
+            let mut mask = 0;
+            for (i, name) in list.iter().enumerate() {
+                match bit(name) {
+                    Some(b) => mask |= b,
+                    None => errors.push(LogSettingsError::UnknownField(which, i, name.clone())),
+                }
+            }
+            mask
+        };
+        let all = (1u64 << FIELDS.len()) - 1;
+        let fields = match fields {
+            Some(list) => mask(list, "fields", &mut errors),
+            None => all & !bit(names::URL_QUERY).unwrap_or(0),
+        };
+        let redacted = mask(redact, "redact", &mut errors);
+        let secret: Vec<String> = SECRET_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .chain(secret_headers.iter().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        let mut logged = Vec::new();
+        for (i, name) in headers.iter().enumerate() {
+            match http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                Ok(header) => {
+                    let masked = secret.iter().any(|s| s == header.as_str());
+                    logged.push((header, masked));
+                }
+                Err(_) => errors.push(LogSettingsError::BadHeader(i, name.clone())),
+            }
+        }
+        for (which, ratio) in [("sample.successes", sample_successes), ("sample.errors", sample_errors)] {
+            if !(0.0..=1.0).contains(&ratio) {
+                errors.push(LogSettingsError::BadRatio(which));
+            }
+        }
+        let secret_params =
+            SECRET_PARAMS.iter().map(|p| p.to_string()).chain(secret_params.iter().map(|p| p.to_ascii_lowercase()));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            fields,
+            redacted,
+            headers: logged,
+            secret_params: secret_params.collect(),
+            sample_successes,
+            sample_errors,
+        })
+    }
+
+    /// Whether a request with this outcome is logged (sampled by `random`, uniform in 0..2^64).
+    pub fn keep(&self, error: bool, random: u64) -> bool {
+        let ratio = if error { self.sample_errors } else { self.sample_successes };
+        ratio >= 1.0 || (random as f64) < ratio * u64::MAX as f64
+    }
+
+    fn on(&self, field: &str) -> bool {
+        bit(field).is_some_and(|b| self.fields & b != 0)
+    }
+
+    fn masked(&self, field: &str) -> bool {
+        bit(field).is_some_and(|b| self.redacted & b != 0)
+    }
+}
+
+impl Default for LogSettings {
+    /// Every field but the query; nothing sampled out.
+    fn default() -> Self {
+        Self::new(None, &[], &[], &[], &[], 1.0, 1.0).unwrap_or_else(|_| Self {
+            fields: 0,
+            redacted: 0,
+            headers: Vec::new(),
+            secret_params: Vec::new(),
+            sample_successes: 1.0,
+            sample_errors: 1.0,
+        })
+    }
 }
 
 /// Where access-log lines go.
@@ -69,6 +262,8 @@ pub struct AccessRecord<'a> {
 pub struct AccessLog {
     tx: Option<SyncSender<Vec<u8>>>,
     dropped: Arc<AtomicU64>,
+    /// Set to have the writer reopen its file before the next write.
+    reopen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -83,12 +278,31 @@ pub const DEFAULT_QUEUE: usize = 16_384;
 impl AccessLog {
     /// An access log that writes nothing.
     pub fn disabled() -> Self {
-        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)) }
+        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)), reopen: Arc::new(AtomicBool::new(false)) }
     }
 
     /// An access log on stdout (shared with process logs; each line is written whole).
     pub fn stdout() -> Self {
-        Self::to_writer(|| Box::new(StdoutLines), DEFAULT_QUEUE)
+        Self::stdout_with_queue(DEFAULT_QUEUE)
+    }
+
+    /// An access log on stdout holding up to `queue` lines.
+    pub fn stdout_with_queue(queue: usize) -> Self {
+        Self::to_writer(|| Box::new(StdoutLines), queue)
+    }
+
+    /// An access log appended to the file at `path` (created if needed), reopened at the same path by
+    /// [`reopen`](Self::reopen) — what logrotate's `postrotate` asks for with SIGUSR1.
+    pub fn to_file(path: &std::path::Path, queue: usize) -> std::io::Result<Self> {
+        let open = |path: &std::path::Path| std::fs::OpenOptions::new().create(true).append(true).open(path);
+        let first = open(path)?;
+        let path = path.to_path_buf();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        let file = ReopeningFile { file: first, path, flag, open };
+        let mut log = Self::to_writer(move || Box::new(file), queue);
+        log.reopen = reopen;
+        Ok(log)
     }
 
     /// An access log written by a dedicated thread to the writer `make` returns.
@@ -98,7 +312,9 @@ impl AccessLog {
             write_loop(rx, make());
         });
         match spawned {
-            Ok(_) => Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)) },
+            Ok(_) => {
+                Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)), reopen: Arc::new(AtomicBool::new(false)) }
+            }
             Err(err) => {
                 tracing::error!(error = %err, "could not start the access-log writer; access log disabled");
                 Self::disabled()
@@ -116,17 +332,47 @@ impl AccessLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Has a file log reopen its path before its next write (after a rotation moved the file away).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
     /// Queues one record; never blocks.
-    pub fn log(&self, record: &AccessRecord<'_>) {
+    pub fn log(&self, record: &AccessRecord<'_>, settings: &LogSettings) {
         let Some(tx) = &self.tx else { return };
         let mut line = Vec::with_capacity(512);
-        format_record(&mut line, record, SystemTime::now());
+        format_record(&mut line, record, SystemTime::now(), settings);
         match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// A file reopened at its path when the flag says so.
+struct ReopeningFile<F> {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    flag: Arc<AtomicBool>,
+    open: F,
+}
+
+impl<F: Fn(&std::path::Path) -> std::io::Result<std::fs::File>> Write for ReopeningFile<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.flag.swap(false, Ordering::AcqRel) {
+            match (self.open)(&self.path) {
+                Ok(file) => self.file = file,
+                // Keep writing to the old file rather than lose lines; say so once per attempt.
+                Err(err) => eprintln!("turnpike: cannot reopen the access log {}: {err}", self.path.display()),
+            }
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -160,93 +406,151 @@ fn write_loop(rx: Receiver<Vec<u8>>, mut out: Box<dyn Write + Send>) {
     }
 }
 
-/// Formats one record as a JSON line (with the trailing newline).
-pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
-    out.extend_from_slice(b"{\"");
-    out.extend_from_slice(names::TIME.as_bytes());
-    out.extend_from_slice(b"\":\"");
-    crate::time::write_rfc3339_millis(out, now);
-    out.push(b'"');
-    field_str(out, names::REQUEST_ID, r.request_id);
-    field_display(out, names::CLIENT_ADDRESS, &r.client, true);
-    field_str(out, names::METHOD, r.method);
-    if let Some(host) = r.host {
-        field_str(out, names::SERVER_ADDRESS, host);
+/// Formats one record as a JSON line (with the trailing newline), as `settings` say.
+pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
+    let mut w = Line { out, settings, first: true };
+    if settings.on(names::TIME) {
+        w.key(names::TIME);
+        w.out.push(b'"');
+        crate::time::write_rfc3339_millis(w.out, now);
+        w.out.push(b'"');
     }
-    field_str(out, names::URL_PATH, r.path);
-    field_str(out, names::PROTOCOL_VERSION, r.protocol);
-    field_str(out, names::LISTENER, r.listener);
-    if let Some(route) = r.route {
-        field_str(out, names::ROUTE, route);
+    w.str(names::REQUEST_ID, Some(r.request_id));
+    w.display(names::CLIENT_ADDRESS, Some(&r.client), true);
+    w.str(names::METHOD, Some(r.method));
+    w.str(names::SERVER_ADDRESS, r.host);
+    w.str(names::URL_PATH, Some(r.path));
+    if let Some(query) = r.query
+        && settings.on(names::URL_QUERY)
+    {
+        let redacted = redact_query(query, &settings.secret_params);
+        w.str(names::URL_QUERY, Some(&redacted));
     }
-    if let Some(upstream) = r.upstream {
-        field_str(out, names::UPSTREAM, upstream);
-    }
-    if let Some(endpoint) = r.endpoint {
-        field_display(out, names::ENDPOINT, &endpoint, true);
-    }
-    if r.attempts > 0 {
-        field_display(out, names::ATTEMPTS, &r.attempts, false);
-    }
-    field_display(out, names::STATUS, &r.status, false);
-    field_display(out, names::BYTES_IN, &r.bytes_in, false);
-    field_display(out, names::BYTES_OUT, &r.bytes_out, false);
-    field_millis(out, names::DURATION_MS, r.duration);
-    if let Some(d) = r.upstream_duration {
-        field_millis(out, names::UPSTREAM_DURATION_MS, d);
-    }
-    if let Some(why) = r.retry_stopped {
-        field_str(out, names::RETRY_STOPPED, why);
-    }
-    if let Some(decision) = r.rate_limit {
-        field_str(out, names::RATE_LIMIT, decision);
-    }
-    if let Some(by) = r.rate_limit_by {
-        field_str(out, names::RATE_LIMIT_BY, by);
-    }
-    if let Some(error) = r.error {
-        field_str(out, names::ERROR_TYPE, error);
-    }
+    w.str(names::PROTOCOL_VERSION, Some(r.protocol));
+    w.str(names::LISTENER, Some(r.listener));
+    w.str(names::ROUTE, r.route);
+    w.str(names::UPSTREAM, r.upstream);
+    w.display(names::ENDPOINT, r.endpoint.as_ref().map(|e| e as &dyn std::fmt::Display), true);
+    w.display(names::ATTEMPTS, (r.attempts > 0).then_some(&r.attempts as &dyn std::fmt::Display), false);
+    w.display(names::STATUS, Some(&r.status), false);
+    w.display(names::BYTES_IN, Some(&r.bytes_in), false);
+    w.display(names::BYTES_OUT, Some(&r.bytes_out), false);
+    w.millis(names::DURATION_MS, Some(r.duration));
+    w.millis(names::UPSTREAM_DURATION_MS, r.upstream_duration);
+    w.str(names::RETRY_STOPPED, r.retry_stopped);
+    w.str(names::CONSUMER, r.consumer);
+    w.str(names::RATE_LIMIT, r.rate_limit);
+    w.str(names::RATE_LIMIT_BY, r.rate_limit_by);
+    w.str(names::ERROR_TYPE, r.error);
     if let Some((trace_id, span_id)) = r.trace {
-        key(out, names::TRACE_ID);
-        write_json_string(out, &trace_id.to_hex());
-        key(out, names::SPAN_ID);
-        write_json_string(out, &span_id.to_hex());
+        w.str(names::TRACE_ID, Some(&trace_id.to_hex()));
+        w.str(names::SPAN_ID, Some(&span_id.to_hex()));
     }
-    if r.aborted {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(names::ABORTED.as_bytes());
-        out.extend_from_slice(b"\":true");
+    if r.aborted && settings.on(names::ABORTED) {
+        w.key(names::ABORTED);
+        w.out.extend_from_slice(if settings.masked(names::ABORTED) { b"\"[REDACTED]\"" } else { b"true" });
     }
-    out.extend_from_slice(b"}\n");
+    if settings.on(names::REQUEST_HEADERS) {
+        for ((name, secret), value) in settings.headers.iter().zip(r.headers) {
+            let Some(value) = value else { continue };
+            w.key_parts(names::REQUEST_HEADERS, name.as_str());
+            if *secret || settings.masked(names::REQUEST_HEADERS) {
+                write_json_string(w.out, REDACTED);
+            } else {
+                write_json_string(w.out, &String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+    }
+    if w.first {
+        w.out.push(b'{');
+    }
+    w.out.extend_from_slice(b"}\n");
 }
 
-fn key(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
-    key(out, name);
-    write_json_string(out, value);
-}
-
-fn field_display(out: &mut Vec<u8>, name: &str, value: &dyn std::fmt::Display, quoted: bool) {
-    key(out, name);
-    if quoted {
-        out.push(b'"');
+/// The query with the values of secret parameters replaced (names compared case-insensitively, after
+/// percent-decoding is not needed: secret names are plain ASCII).
+fn redact_query(query: &str, secret: &[String]) -> String {
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if secret.iter().any(|s| s.eq_ignore_ascii_case(name)) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
     }
-    let _ = write!(out, "{value}");
-    if quoted {
-        out.push(b'"');
-    }
+    out
 }
 
-fn field_millis(out: &mut Vec<u8>, name: &str, d: Duration) {
-    key(out, name);
-    let micros = d.as_micros();
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+/// One line being written: fields that are off are skipped, masked ones get [`REDACTED`].
+struct Line<'o, 's> {
+    out: &'o mut Vec<u8>,
+    settings: &'s LogSettings,
+    first: bool,
+}
+
+impl Line<'_, '_> {
+    fn key(&mut self, name: &str) {
+        self.out.extend_from_slice(if self.first { b"{\"" } else { b",\"" });
+        self.first = false;
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// `prefix.suffix` as the key (the suffix, a header name, is already lower-case ASCII without quotes).
+    fn key_parts(&mut self, prefix: &str, suffix: &str) {
+        self.out.extend_from_slice(if self.first { b"{\"" } else { b",\"" });
+        self.first = false;
+        self.out.extend_from_slice(prefix.as_bytes());
+        self.out.push(b'.');
+        self.out.extend_from_slice(suffix.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn wanted(&mut self, name: &str) -> Option<bool> {
+        if !self.settings.on(name) {
+            return None;
+        }
+        let masked = self.settings.masked(name);
+        self.key(name);
+        if masked {
+            write_json_string(self.out, REDACTED);
+        }
+        Some(!masked)
+    }
+
+    fn str(&mut self, name: &str, value: Option<&str>) {
+        let Some(value) = value else { return };
+        if self.wanted(name) == Some(true) {
+            write_json_string(self.out, value);
+        }
+    }
+
+    fn display(&mut self, name: &str, value: Option<&dyn std::fmt::Display>, quoted: bool) {
+        let Some(value) = value else { return };
+        if self.wanted(name) == Some(true) {
+            if quoted {
+                self.out.push(b'"');
+            }
+            let _ = write!(self.out, "{value}");
+            if quoted {
+                self.out.push(b'"');
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &str, value: Option<Duration>) {
+        let Some(d) = value else { return };
+        if self.wanted(name) == Some(true) {
+            let micros = d.as_micros();
+            let _ = write!(self.out, "{}.{:03}", micros / 1000, micros % 1000);
+        }
+    }
 }
 
 /// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped.
@@ -296,13 +600,16 @@ mod tests {
             error: None,
             aborted: false,
             trace: Some((TraceId([0xab; 16]), SpanId([0xcd; 8]))),
+            query: Some("page=2&access_token=abc123&Password=hunter2&q=x"),
+            consumer: Some("acme"),
+            headers: &[],
         }
     }
 
     #[test]
     fn record_is_one_json_line_with_every_field() {
         let mut out = Vec::new();
-        format_record(&mut out, &record(), SystemTime::UNIX_EPOCH);
+        format_record(&mut out, &record(), SystemTime::UNIX_EPOCH, &LogSettings::default());
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[names::STATUS], 200);
@@ -319,7 +626,7 @@ mod tests {
         let mut r = record();
         r.path = "/a\r\n{\"forged\":1}\u{1b}[31m";
         let mut out = Vec::new();
-        format_record(&mut out, &r, SystemTime::UNIX_EPOCH);
+        format_record(&mut out, &r, SystemTime::UNIX_EPOCH, &LogSettings::default());
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         assert!(!out.contains(&0x1b));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -340,8 +647,114 @@ mod tests {
         }
         let log = AccessLog::to_writer(|| Box::new(Stuck), 4);
         for _ in 0..100 {
-            log.log(&record());
+            log.log(&record(), &LogSettings::default());
         }
         assert!(log.dropped() >= 90, "dropped {}", log.dropped());
+    }
+
+    fn line(r: &AccessRecord<'_>, settings: &LogSettings) -> serde_json::Value {
+        let mut out = Vec::new();
+        format_record(&mut out, r, SystemTime::UNIX_EPOCH, settings);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn credentials_in_headers_and_query_are_redacted_by_default() {
+        let headers = strings(&["user-agent", "Authorization", "cookie", "x-api-key", "x-tenant-secret"]);
+        let fields = strings(&["request_id", "url.query", "http.request.header"]);
+        let settings =
+            LogSettings::new(Some(&fields), &[], &headers, &strings(&["x-tenant-secret"]), &[], 1.0, 1.0).unwrap();
+        let values = [
+            Some(http::HeaderValue::from_static("curl/8")),
+            Some(http::HeaderValue::from_static("Bearer eyJhbGciOi.secret.sig")),
+            Some(http::HeaderValue::from_static("session=abcdef")),
+            Some(http::HeaderValue::from_static("k-123456")),
+            Some(http::HeaderValue::from_static("tenant-pw")),
+        ];
+        let mut r = record();
+        r.headers = &values;
+        let v = line(&r, &settings);
+        assert_eq!(v["http.request.header.user-agent"], "curl/8");
+        assert_eq!(v["http.request.header.authorization"], REDACTED);
+        assert_eq!(v["http.request.header.cookie"], REDACTED);
+        assert_eq!(v["http.request.header.x-api-key"], REDACTED);
+        assert_eq!(v["http.request.header.x-tenant-secret"], REDACTED);
+        assert_eq!(v["url.query"], "page=2&access_token=[REDACTED]&Password=[REDACTED]&q=x");
+        assert!(v.get(names::STATUS).is_none(), "only the chosen fields");
+        let text = v.to_string();
+        for secret in ["eyJhbGciOi", "abcdef", "k-123456", "tenant-pw", "abc123", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+
+    #[test]
+    fn the_query_is_off_by_default_and_any_field_can_be_redacted() {
+        let v = line(&record(), &LogSettings::default());
+        assert!(v.get(names::URL_QUERY).is_none());
+        assert_eq!(v[names::CONSUMER], "acme");
+        let settings =
+            LogSettings::new(None, &strings(&["client.address", "consumer"]), &[], &[], &[], 1.0, 1.0).unwrap();
+        let v = line(&record(), &settings);
+        assert_eq!(v[names::CLIENT_ADDRESS], REDACTED);
+        assert_eq!(v[names::CONSUMER], REDACTED);
+        assert_eq!(v[names::STATUS], 200);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_ratios_are_refused() {
+        let err = LogSettings::new(
+            Some(&strings(&["status"])),
+            &strings(&["nope"]),
+            &strings(&["bad header"]),
+            &[],
+            &[],
+            2.0,
+            1.0,
+        )
+        .unwrap_err();
+        assert!(err.contains(&LogSettingsError::UnknownField("fields", 0, "status".into())));
+        assert!(err.contains(&LogSettingsError::UnknownField("redact", 0, "nope".into())));
+        assert!(err.contains(&LogSettingsError::BadHeader(0, "bad header".into())));
+        assert!(err.contains(&LogSettingsError::BadRatio("sample.successes")));
+    }
+
+    #[test]
+    fn sampling_keeps_errors_and_a_share_of_successes() {
+        let settings = LogSettings::new(None, &[], &[], &[], &[], 0.01, 1.0).unwrap();
+        let kept = (0..100_000u64).filter(|i| settings.keep(false, i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).count();
+        assert!((500..1500).contains(&kept), "about 1 %: {kept}");
+        assert!((0..1000u64).all(|i| settings.keep(true, i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+    }
+
+    #[test]
+    fn a_file_log_is_reopened_at_its_path() {
+        let dir = std::env::temp_dir().join(format!("turnpike-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let log = AccessLog::to_file(&path, 16).unwrap();
+        let settings = LogSettings::default();
+        log.log(&record(), &settings);
+        let wait = |p: &std::path::Path, lines: usize| {
+            for _ in 0..200 {
+                if std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0) >= lines {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        };
+        assert!(wait(&path, 1));
+        let rotated = dir.join("access.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen();
+        log.log(&record(), &settings);
+        assert!(wait(&path, 1), "a new file at the same path");
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 1, "the old file kept its line");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,6 +12,12 @@ pub const METHOD: &str = "http.request.method";
 pub const SERVER_ADDRESS: &str = "server.address";
 /// Access-log field: the request path (normalized, no query: queries may carry secrets).
 pub const URL_PATH: &str = "url.path";
+/// Access-log field: the query string (off by default; secret parameters redacted).
+pub const URL_QUERY: &str = "url.query";
+/// Access-log field: the consumer (API client) the request authenticated as.
+pub const CONSUMER: &str = "consumer";
+/// Access-log field prefix: logged request headers, `http.request.header.<name>` (credentials redacted).
+pub const REQUEST_HEADERS: &str = "http.request.header";
 /// Access-log field: the HTTP version of the downstream connection.
 pub const PROTOCOL_VERSION: &str = "network.protocol.version";
 /// Access-log field: the listener name.

@@ -232,9 +232,12 @@ fn start_failed(err: StartError) -> u8 {
 /// drain stops at once.
 async fn serve_until_signalled(handle: GatewayHandle) -> u8 {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return EXIT_RUNTIME;
     };
@@ -244,6 +247,10 @@ async fn serve_until_signalled(handle: GatewayHandle) -> u8 {
                 tracing::info!("SIGHUP: reloading");
                 let handle = handle.clone();
                 let _ = tokio::task::spawn_blocking(move || handle.reload()).await;
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                handle.reopen_access_log();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

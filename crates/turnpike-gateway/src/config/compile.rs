@@ -36,6 +36,7 @@ use crate::snapshot::{
     TrustIncoming, Variant, VariantMatch,
 };
 use crate::state::State;
+use turnpike_telemetry::access_log::{LogSettings, LogSettingsError};
 
 /// The most endpoints an upstream may list (after name resolution).
 pub const MAX_ENDPOINTS: usize = 4096;
@@ -57,7 +58,16 @@ pub fn compile(
     {
         extra.push(name);
     }
-    let mut server = cx.server(&doc.server, &extra);
+    // Where API keys travel: redacted in the access log whatever it is told to log.
+    let mut credential_headers = Vec::new();
+    let mut credential_params = Vec::new();
+    for policy in doc.auth_policies.values() {
+        if let AuthPolicyConfig::ApiKey(key) = &policy.value {
+            credential_headers.push(key.header.clone());
+            credential_params.extend(key.query.clone());
+        }
+    }
+    let mut server = cx.server(&doc.server, &extra, (credential_headers, credential_params));
     let listeners = cx.listeners(doc);
     let admin = cx.admin(doc, &listeners);
     if let Some(server) = &mut server {
@@ -293,7 +303,12 @@ impl Compiler<'_> {
         ok.then_some((chain, authorize))
     }
 
-    fn server(&mut self, s: &ServerConfig, extra_identity_headers: &[HeaderName]) -> Option<ServerSettings> {
+    fn server(
+        &mut self,
+        s: &ServerConfig,
+        extra_identity_headers: &[HeaderName],
+        credential_names: (Vec<String>, Vec<String>),
+    ) -> Option<ServerSettings> {
         let mut nameservers = Vec::new();
         for (i, ns) in s.dns.nameservers.iter().enumerate() {
             match ns.parse::<SocketAddr>() {
@@ -342,6 +357,7 @@ impl Compiler<'_> {
             Some(config) => Some(self.policy(&base.clone().key("ip_filter"), IpFilter::compile(config))?),
             None => None,
         };
+        let log = self.log_settings(&s.access_log, credential_names);
         if s.workers == Some(0) {
             self.error(&base.clone().key("workers"), "must be at least 1 (leave it out for one per CPU core)");
         }
@@ -359,6 +375,9 @@ impl Compiler<'_> {
             via: s.proxy_headers.via,
             shutdown_timeout: s.shutdown_timeout.into(),
             access_log: s.access_log.enabled,
+            log: Arc::new(log?),
+            access_log_path: s.access_log.path.as_ref().map(|p| self.base_dir.join(p)),
+            access_log_queue: s.access_log.queue.max(1),
             workers: s.workers.map(usize::from),
             watch: s.watch,
             max_body_size: s.limits.max_body_size.into(),
@@ -450,6 +469,50 @@ impl Compiler<'_> {
             },
             source: config.clone(),
         })
+    }
+
+    /// What the access log writes. `credentials`: the header and query-parameter names `api_key` policies read
+    /// keys from (always redacted).
+    fn log_settings(&mut self, c: &AccessLogConfig, credentials: (Vec<String>, Vec<String>)) -> Option<LogSettings> {
+        let base = Path::root().key("server").key("access_log");
+        let (mut headers, mut params) = credentials;
+        headers.extend(c.redact_headers.iter().cloned());
+        params.extend(c.redact_query_params.iter().cloned());
+        let result = LogSettings::new(
+            c.fields.as_deref(),
+            &c.redact,
+            &c.request_headers,
+            &headers,
+            &params,
+            c.sample.successes,
+            c.sample.errors,
+        );
+        match result {
+            Ok(settings) => Some(settings),
+            Err(errors) => {
+                for e in errors {
+                    match e {
+                        LogSettingsError::UnknownField(list, i, name) => {
+                            let known = turnpike_telemetry::access_log::FIELDS.to_vec();
+                            let mut message = format!("unknown access-log field `{name}`");
+                            if let Some(s) = did_you_mean(&name, &known) {
+                                message.push_str(&format!(" (did you mean `{s}`?)"));
+                            }
+                            self.error(&base.clone().key(list).index(i), message);
+                        }
+                        LogSettingsError::BadHeader(i, name) => self.error(
+                            &base.clone().key("request_headers").index(i),
+                            format!("`{name}` is not a header name"),
+                        ),
+                        LogSettingsError::BadRatio(which) => {
+                            let (a, b) = which.split_once('.').unwrap_or((which, ""));
+                            self.error(&base.clone().key(a).key(b), "must be between 0 and 1");
+                        }
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// The admin listener: a parseable address that no proxy listener uses, and known required upstreams.

@@ -362,16 +362,64 @@ impl Default for LimitsConfig {
 }
 
 /// The access log.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogConfig {
-    /// Write one JSON line per request to stdout. Decided at startup; a reload can turn it off, not on.
+    /// Write one JSON line per request. Decided at startup; a reload can turn it off, not on.
     pub enabled: bool,
+    /// A file to append to instead of stdout (created if missing). `kill -USR1` makes the gateway reopen it,
+    /// after logrotate moved it away. Changing it needs a restart.
+    pub path: Option<String>,
+    /// The fields written, by name (`http.response.status_code`, `url.query`, `trace_id`, ...; see
+    /// docs/observability.md). Absent: every field but `url.query`.
+    pub fields: Option<Vec<String>>,
+    /// Fields whose value is written as `[REDACTED]` (`client.address`, `consumer`, ...).
+    pub redact: Vec<String>,
+    /// Request headers logged as `http.request.header.<name>`. Credentials among them (`Authorization`,
+    /// `Proxy-Authorization`, `Cookie`, the API-key headers of `api_key` policies, and `redact_headers`) are
+    /// written as `[REDACTED]`.
+    pub request_headers: Vec<String>,
+    /// More request headers whose values are redacted.
+    pub redact_headers: Vec<String>,
+    /// More query parameters whose values are redacted in `url.query` (besides `token`, `access_token`,
+    /// `api_key`, `key`, `password`, `secret`, `signature`, ... and the query parameters of `api_key` policies).
+    pub redact_query_params: Vec<String>,
+    /// Which requests are logged.
+    pub sample: AccessLogSampleConfig,
+    /// Lines held while the writer catches up; beyond this they are dropped and counted
+    /// (`turnpike_access_log_dropped_total`), never waited for.
+    pub queue: usize,
 }
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            path: None,
+            fields: None,
+            redact: Vec::new(),
+            request_headers: Vec::new(),
+            redact_headers: Vec::new(),
+            redact_query_params: Vec::new(),
+            sample: AccessLogSampleConfig::default(),
+            queue: 16_384,
+        }
+    }
+}
+
+/// Access-log sampling.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSampleConfig {
+    /// Share of successful requests logged, 0 to 1.
+    pub successes: f64,
+    /// Share of errors (status 400 and above) logged, 0 to 1.
+    pub errors: f64,
+}
+
+impl Default for AccessLogSampleConfig {
+    fn default() -> Self {
+        Self { successes: 1.0, errors: 1.0 }
     }
 }
 

@@ -362,3 +362,103 @@ async fn the_admin_listener_answers_anything_else_with_a_problem() {
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
 }
+
+fn log_config(upstream: SocketAddr, access_log: &str) -> String {
+    format!(
+        r#"
+server: {{ watch: false, access_log: {{ {access_log} }} }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams:
+  app: {{ endpoints: ["{upstream}"] }}
+auth_policies:
+  keys: {{ api_key: {{ header: x-service-key, query: apikey }} }}
+consumers:
+  - {{ id: acme, keys: [{{ key: "k-acme-0123456789abcdef" }}] }}
+routes:
+  - {{ id: api, match: {{ prefix: /api }}, upstream: app }}
+  - {{ id: keyed, match: {{ prefix: /keyed }}, upstream: app, auth: {{ policies: [keys] }} }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_never_holds_a_secret() {
+    let mock = MockUpstream::start(upstream_handler).await;
+    let access_log = "fields: [request_id, url.path, url.query, http.response.status_code, consumer, \
+                      http.request.header], request_headers: [authorization, cookie, x-service-key, user-agent, \
+                      x-tenant-pin], redact_headers: [x-tenant-pin], redact_query_params: [pin]";
+    let gw = TestGateway::start(&log_config(mock.addr(), access_log)).await;
+    let client = Client::h1();
+    let secrets = [
+        "Bearer eyJhbGciOiJIUzI1NiJ9.payload.signature",
+        "session=s3ss10n-c00kie",
+        "k-acme-0123456789abcdef",
+        "hunter2-pin",
+        "t0ken-in-query",
+        "passw0rd-in-query",
+        "pin-in-query",
+    ];
+    let req =
+        Request::get(gw.url("/keyed/items?page=1&token=t0ken-in-query&password=passw0rd-in-query&pin=pin-in-query"))
+            .header("authorization", secrets[0])
+            .header("cookie", secrets[1])
+            .header("x-service-key", secrets[2])
+            .header("x-tenant-pin", secrets[3])
+            .header("user-agent", "probe/1.0")
+            .body(full(""))
+            .unwrap();
+    assert_eq!(client.send(req).await.status, 200);
+    let key_in_query = gw.url("/keyed/items?apikey=k-acme-0123456789abcdef");
+    assert_eq!(client.get(&key_in_query).await.status, 200);
+    let lines = gw.access_log(2).await;
+    assert_eq!(lines.len(), 2);
+    let first = &lines[0];
+    assert_eq!(first["consumer"], "acme");
+    assert_eq!(first["http.request.header.user-agent"], "probe/1.0");
+    assert_eq!(first["http.request.header.authorization"], "[REDACTED]");
+    assert_eq!(first["http.request.header.x-service-key"], "[REDACTED]", "the api_key policy's header");
+    assert_eq!(first["url.query"], "page=1&token=[REDACTED]&password=[REDACTED]&pin=[REDACTED]");
+    assert_eq!(lines[1]["url.query"], "apikey=[REDACTED]", "the api_key policy's query parameter");
+    assert!(first.get("client.address").is_none(), "only the configured fields");
+    let raw = gw.access_log_raw();
+    for secret in secrets {
+        assert!(!raw.contains(secret), "{secret} is in the access log:\n{raw}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_samples_successes_and_keeps_every_error() {
+    let mock = MockUpstream::start(upstream_handler).await;
+    let gw = TestGateway::start(&log_config(mock.addr(), "sample: { successes: 0, errors: 1 }")).await;
+    let client = Client::h1();
+    for _ in 0..10 {
+        assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    }
+    for path in ["/nowhere", "/api/fail", "/keyed/items"] {
+        assert!(client.get(&gw.url(path)).await.status.as_u16() >= 400);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lines = gw.access_log(3).await;
+    let statuses: Vec<u64> = lines.iter().map(|l| l["http.response.status_code"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [404, 503, 401], "errors only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_character_cannot_forge_a_log_line() {
+    let mock = MockUpstream::start(upstream_handler).await;
+    let gw = TestGateway::start(&log_config(mock.addr(), "request_headers: [x-note]")).await;
+    // Raw bytes a client library would refuse to send: ESC and DEL in a header, a CR/LF-looking path.
+    let mut conn = turnpike_test::RawConn::connect(gw.addr()).await;
+    conn.send(b"GET /api/%0d%0a%7B%22forged%22:1%7D HTTP/1.1\r\nhost: x\r\nx-note: a\x1b[31mred\x7f\xff\r\n\r\n").await;
+    let reply = conn.read_response().await;
+    let status = reply.status;
+    Client::h1().get(&gw.url("/api/after")).await;
+    let raw = gw.access_log_raw();
+    for line in raw.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value.is_object());
+    }
+    assert!(!raw.contains('\u{1b}') && !raw.contains('\u{7f}'), "control characters are escaped: {raw}");
+    assert!(raw.lines().last().unwrap().contains("/api/after"));
+    assert!(status == 400 || raw.lines().count() == 2, "the raw request was refused ({status}) or logged");
+}

@@ -137,3 +137,39 @@ fn run_exits_1_on_an_invalid_config_and_3_when_the_port_is_taken() {
     let out = run(&["run", "-c", good.to_str().unwrap(), "--no-control-socket"]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_file_is_reopened_on_sigusr1() {
+    let a = MockUpstream::start(|_| MockReply::text(200, "a")).await;
+    let dir = TempDir::new("access-log-file");
+    let port = free_port();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "server: {{ watch: false, access_log: {{ path: \"{}\" }} }}\nlisteners: [{{ name: public, address: \
+         127.0.0.1:{port} }}]\nupstreams: {{ app: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ id: app, match: {{ \
+         prefix: /api }}, upstream: app }}]\n",
+        log.display(),
+        a.addr()
+    );
+    let file = dir.write("gateway.yaml", &yaml);
+    let mut gw = Gateway::spawn(&dir, &["run", "-c", file.to_str().unwrap(), "--workers", "1", "--no-control-socket"]);
+    let addr = format!("127.0.0.1:{port}");
+    assert!(wait_listening(&addr, Duration::from_secs(10)).await, "{}", gw.output());
+    let client = Client::h1();
+    let lines = |path: &std::path::Path| std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0);
+    assert_eq!(body(&client, &format!("http://{addr}/api/one")).await, "a");
+    assert!(eventually(Duration::from_secs(5), || lines(&log) == 1).await, "the line went to the file");
+    assert!(!gw.output().contains("/api/one"), "and not to stdout");
+
+    // logrotate: move the file away, then SIGUSR1; the next line starts the new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gw.signal("USR1");
+    assert!(eventually(Duration::from_secs(5), || gw.output().contains("SIGUSR1")).await, "{}", gw.output());
+    assert_eq!(body(&client, &format!("http://{addr}/api/two")).await, "a");
+    assert!(eventually(Duration::from_secs(5), || lines(&log) == 1).await, "a new file at the same path");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("/api/two"));
+    assert_eq!(lines(&rotated), 1, "the rotated file keeps its line");
+    gw.signal("TERM");
+    assert_eq!(gw.wait(Duration::from_secs(10)), Some(0));
+}
