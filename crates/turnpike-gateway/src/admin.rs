@@ -214,6 +214,9 @@ fn render_metrics(gw: &Gateway, format: Format) -> String {
     metrics::write_routes(&mut out, &routes);
     out.gauge(&metrics::HTTP_IN_FLIGHT, &[], gw.telemetry.in_flight.load(Relaxed) as f64);
     out.gauge(&metrics::DOWNSTREAM_CONNECTIONS, &[], gw.connections.open() as f64);
+    let listeners: Vec<(&str, bool, &turnpike_telemetry::metrics::ListenerMetrics)> =
+        snap.listeners.iter().map(|l| (&*l.name, l.tls.is_some(), &*l.metrics)).collect();
+    metrics::write_listeners(&mut out, &listeners);
 
     let mut live = gw.state.upstreams.live();
     live.sort_by(|a, b| a.0.cmp(&b.0));

@@ -122,6 +122,7 @@ pub(crate) async fn serve(
     let local = stream.local_addr().unwrap_or(listener.address);
     // The head deadline runs from the accept: a TLS handshake and the first request head share it.
     let since = Instant::now();
+    listener.metrics.accepted.fetch_add(1, Ordering::Relaxed);
     match &listener.tls {
         None => {
             let protocol = match listener.protocol {
@@ -138,12 +139,17 @@ pub(crate) async fn serve(
         Some(tls) => {
             let handshake = tokio::time::timeout_at(since + listener.header_timeout, tls.acceptor().accept(stream));
             let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
+                Ok(Ok(stream)) => {
+                    listener.metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                    stream
+                }
                 Ok(Err(err)) => {
+                    listener.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(peer = %peer_addr, error = %err, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    listener.metrics.tls_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(peer = %peer_addr, "TLS handshake not completed in time");
                     return;
                 }

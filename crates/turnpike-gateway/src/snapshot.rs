@@ -164,6 +164,8 @@ impl std::fmt::Display for ListenerKey {
 /// A listener, compiled. The socket itself lives in the listener set and survives reloads that keep the address.
 #[derive(Debug)]
 pub struct ListenerSettings {
+    /// Connections and TLS handshakes, for Prometheus (kept in state by listener name).
+    pub metrics: Arc<turnpike_telemetry::metrics::ListenerMetrics>,
     /// Its name (in logs).
     pub name: Arc<str>,
     /// Its address.

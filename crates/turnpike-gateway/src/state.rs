@@ -7,7 +7,7 @@ use turnpike_policy::auth::introspection::IntrospectionStates;
 use turnpike_policy::auth::jwt::JwtStates;
 use turnpike_policy::authz::OpaStates;
 use turnpike_policy::rate_limit::RateLimitStates;
-use turnpike_telemetry::metrics::RouteMetrics;
+use turnpike_telemetry::metrics::{ListenerMetrics, RouteMetrics};
 use turnpike_upstream::{Endpoint, EndpointKey, UpstreamState};
 
 /// Every registry of runtime state. A snapshot holds `Arc`s into these; state no snapshot holds is dropped.
@@ -31,6 +31,8 @@ pub struct State {
     pub route_metrics: Registry<Arc<str>, RouteMetrics>,
     /// Request metrics of requests no route matched (`route=""`).
     pub unmatched_metrics: Arc<RouteMetrics>,
+    /// Connection and TLS metrics by listener name.
+    pub listener_metrics: Registry<Arc<str>, ListenerMetrics>,
 }
 
 /// Endpoint host names and the addresses they last resolved to, with when.

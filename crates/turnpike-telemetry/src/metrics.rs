@@ -110,6 +110,16 @@ metrics! {
     /// Downstream connections.
     DOWNSTREAM_CONNECTIONS = "turnpike_downstream_connections_open", Gauge, [],
         "Client connections open now.";
+    /// Downstream connections accepted.
+    DOWNSTREAM_ACCEPTED = "turnpike_downstream_connections_accepted", Counter, ["listener"],
+        "Client connections accepted by a listener.";
+    /// TLS handshakes.
+    TLS_HANDSHAKES = "turnpike_tls_handshakes", Counter, ["listener"],
+        "TLS handshakes completed on a listener.";
+    /// TLS handshake failures.
+    TLS_HANDSHAKE_ERRORS = "turnpike_tls_handshake_errors", Counter, ["listener", "reason"],
+        "TLS handshakes that failed on a listener, by reason: error (protocol, certificate, no common cipher or \
+         version) or timeout (not completed within the listener's header timeout).";
     /// Upstream attempts.
     UPSTREAM_ATTEMPTS = "turnpike_upstream_attempts", Counter, ["upstream"],
         "Attempts sent to an upstream (a retried request counts once per attempt).";
@@ -362,6 +372,33 @@ impl UpstreamMetrics {
             self.retries.fetch_add(1, Ordering::Relaxed);
         }
         self.duration.observe_duration(elapsed, trace_id);
+    }
+}
+
+/// What one listener records; kept in state by listener name.
+#[derive(Debug, Default)]
+pub struct ListenerMetrics {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_errors: AtomicU64,
+    /// TLS handshakes that timed out.
+    pub tls_timeouts: AtomicU64,
+}
+
+/// Writes the series of many listeners, family by family (TLS ones only for TLS listeners).
+pub fn write_listeners(out: &mut Exposition, listeners: &[(&str, bool, &ListenerMetrics)]) {
+    for (name, _, m) in listeners {
+        out.counter(&DOWNSTREAM_ACCEPTED, &[name], m.accepted.load(Ordering::Relaxed));
+    }
+    for (name, _, m) in listeners.iter().filter(|l| l.1) {
+        out.counter(&TLS_HANDSHAKES, &[name], m.tls_handshakes.load(Ordering::Relaxed));
+    }
+    for (name, _, m) in listeners.iter().filter(|l| l.1) {
+        out.counter(&TLS_HANDSHAKE_ERRORS, &[name, "error"], m.tls_errors.load(Ordering::Relaxed));
+        out.counter(&TLS_HANDSHAKE_ERRORS, &[name, "timeout"], m.tls_timeouts.load(Ordering::Relaxed));
     }
 }
 

@@ -68,7 +68,7 @@ pub fn compile(
         }
     }
     let mut server = cx.server(&doc.server, &extra, (credential_headers, credential_params));
-    let listeners = cx.listeners(doc);
+    let listeners = cx.listeners(doc, state);
     let admin = cx.admin(doc, &listeners);
     if let Some(server) = &mut server {
         server.admin = admin;
@@ -549,7 +549,7 @@ impl Compiler<'_> {
         Some(AdminSettings { address, required_upstreams })
     }
 
-    fn listeners(&mut self, doc: &Document) -> Vec<Arc<ListenerSettings>> {
+    fn listeners(&mut self, doc: &Document, state: &State) -> Vec<Arc<ListenerSettings>> {
         if doc.listeners.is_empty() {
             self.error(&Path::root().key("listeners"), "at least one listener is needed");
         }
@@ -616,8 +616,10 @@ impl Compiler<'_> {
             if l.max_header_size.0 < 1024 {
                 self.error(&l.path.clone().key("max_header_size"), "must be at least 1KiB");
             }
+            let name: Arc<str> = Arc::from(l.name.as_str());
             out.push(Arc::new(ListenerSettings {
-                name: Arc::from(l.name.as_str()),
+                metrics: state.listener_metrics.get_or_insert_with(&name, Default::default),
+                name,
                 address,
                 protocol,
                 tls,

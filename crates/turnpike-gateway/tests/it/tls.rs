@@ -241,3 +241,43 @@ async fn tls_config_errors_name_the_field() {
     let text = err.to_string();
     assert!(text.contains("listeners[public].tls.certificates[0]"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_and_their_failures_are_counted() {
+    let dir = Dir::new("tls-metrics");
+    let (ca, _, _) = pki(&dir);
+    let upstream = MockUpstream::echo().await;
+    let yaml = https_config(&dir, upstream.addr(), "")
+        .replace("server: { watch: false }", "server: { watch: false, admin: { address: 127.0.0.1:0 } }");
+    let gw = TestGateway::start(&yaml).await;
+    for _ in 0..2 {
+        let ok =
+            tls::send(gw.addr(), "a.test", tls::client_config(&ca, None, &[b"http/1.1"]), tls::get("a.test", "/x"))
+                .await
+                .unwrap();
+        assert_eq!(ok.reply.status, 200);
+    }
+    // A client that does not trust the gateway's CA fails the handshake; so does plain HTTP on the TLS port.
+    let stranger = TestCa::new("Someone Else");
+    let refused =
+        tls::send(gw.addr(), "a.test", tls::client_config(&stranger, None, &[b"http/1.1"]), tls::get("a.test", "/x"))
+            .await;
+    assert!(refused.is_err());
+    let mut plain = turnpike_test::RawConn::connect(gw.addr()).await;
+    let _ = plain.try_send(b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n").await;
+    let _ = plain.try_read_response(false).await;
+
+    let admin = gw.handle.admin_addr().unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = turnpike_test::Client::h1().get(&format!("http://{admin}/metrics")).await.text();
+        if text.contains("turnpike_tls_handshake_errors_total{listener=\"public\",reason=\"error\"} 2") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(text.contains("turnpike_tls_handshakes_total{listener=\"public\"} 2\n"), "{text}");
+    assert!(text.contains("turnpike_tls_handshake_errors_total{listener=\"public\",reason=\"error\"} 2\n"), "{text}");
+    assert!(text.contains("turnpike_tls_handshake_errors_total{listener=\"public\",reason=\"timeout\"} 0\n"), "{text}");
+    assert!(text.contains("turnpike_downstream_connections_accepted_total{listener=\"public\"} 4\n"), "{text}");
+}

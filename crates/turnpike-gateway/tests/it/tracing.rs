@@ -115,6 +115,7 @@ fn config(upstream: std::net::SocketAddr, tracing: &str) -> String {
         r#"
 server:
   watch: false
+  admin: {{ address: 127.0.0.1:0 }}
   tracing: {{ {tracing}, interval: 20ms }}
 listeners: [{{ name: public, address: 127.0.0.1:0 }}]
 upstreams:
@@ -188,6 +189,24 @@ async fn a_retried_request_exports_one_server_span_and_two_attempt_spans() {
     let resource = received.resource();
     assert!(resource.contains(&("service.name".into(), "turnpike".into())), "{resource:?}");
     assert!(resource.contains(&("deployment.environment".into(), "test".into())), "{resource:?}");
+
+    // The duration histograms carry the trace id as an exemplar (OpenMetrics).
+    let admin = gw.handle.admin_addr().unwrap();
+    let req = Request::get(format!("http://{admin}/metrics"))
+        .header("accept", "application/openmetrics-text")
+        .body(full(""))
+        .unwrap();
+    let metrics = Client::h1().send(req).await.text();
+    let exemplar = format!("# {{trace_id=\"{}\"}}", hex(&server.trace_id));
+    for family in [
+        "turnpike_http_request_duration_seconds_bucket{route=\"api\"",
+        "turnpike_upstream_response_duration_seconds_bucket{upstream=\"app\"",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(family) && l.contains(&exemplar)),
+            "{family} with {exemplar} in:\n{metrics}"
+        );
+    }
 
     // The access log carries the same trace id.
     let log = gw.access_log(1).await;
