@@ -663,4 +663,6 @@ pub fn catalog_markdown() -> String {
 }
 
 #[cfg(test)]
+mod deploy_tests;
+#[cfg(test)]
 mod tests;
