@@ -72,7 +72,8 @@ metrics! {
     START_TIME = "turnpike_start_time_seconds", Gauge, [], "When the process started, in seconds since the Unix epoch.";
     /// The configuration serving now.
     CONFIG = "turnpike_config", Info, ["hash", "generation"],
-        "The configuration serving now: a hash of its source text (16 hex digits) and its generation.";
+        "The configuration serving now: a hash of it as loaded (after `${env:...}` substitution; 16 hex digits) \
+         and its generation.";
     /// Reload attempts.
     CONFIG_RELOADS = "turnpike_config_reloads", Counter, ["result"],
         "Configuration reloads by result (success, failure); a failed reload keeps the previous configuration.";
@@ -185,7 +186,7 @@ fn method_index(method: &Method) -> usize {
     }
 }
 
-/// Request and upstream durations (seconds): 1 ms to 10 s.
+/// Request and upstream durations (seconds): 1 ms to 30 s.
 pub const DURATION_BUCKETS: [f64; 14] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Body sizes (bytes): 64 B to 16 MiB.
