@@ -44,18 +44,21 @@ callgrind_per_route() {
 
 # interleaved_rounds <route>...: a $WARMUP s warm-up per route, then $ROUNDS rounds of $DURATION s per route
 # (interleaved, so slow drifts of the machine hit every route alike) through the caller's `run_wrk`, with the
-# proxy's CPU time from /proc/$TPID. Writes $OUT/results.tsv (what paired.py reads) and sets RESULTS to it.
+# proxy's CPU time from /proc/$TPID (or /proc/${TPIDS[route]} when the caller runs one process per route).
+# Writes $OUT/results.tsv (what paired.py reads) and sets RESULTS to it.
 interleaved_rounds() {
-    local round r f before after
+    local round r f before after pid
     RESULTS="$OUT/results.tsv"
     printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
     for r in "$@"; do run_wrk "$r" "$WARMUP" /dev/null; done
     for round in $(seq 1 "$ROUNDS"); do
         for r in "$@"; do
-            before=$(awk '{print $14 + $15}' "/proc/$TPID/stat")
+            pid=${TPID:-}
+            if declare -p TPIDS >/dev/null 2>&1; then pid=${TPIDS[$r]}; fi
+            before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
             f="$OUT/wrk-$round-$r.txt"
             run_wrk "$r" "$DURATION" "$f"
-            after=$(awk '{print $14 + $15}' "/proc/$TPID/stat")
+            after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
             printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
                 "$(awk '$1=="50%" {print $2}' "$f")" "$(awk '$1=="99%" {print $2}' "$f")" \
                 "$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)" \

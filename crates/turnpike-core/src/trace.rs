@@ -100,12 +100,14 @@ impl SpanContext {
         None
     }
 
-    /// Writes this context into a request going upstream, replacing whatever trace headers it carried.
+    /// Writes this context into a request going upstream, replacing the trace headers of the formats
+    /// `propagation` speaks (headers of a format it does not speak pass through, like any other header).
     pub fn inject(&self, headers: &mut HeaderMap, propagation: Propagation) {
-        for name in [&TRACEPARENT, &TRACESTATE, &B3, &X_B3_TRACEID, &X_B3_SPANID, &X_B3_PARENTSPANID, &X_B3_SAMPLED] {
-            headers.remove(name);
+        if propagation.b3 {
+            for name in [&X_B3_TRACEID, &X_B3_SPANID, &X_B3_PARENTSPANID, &X_B3_SAMPLED, &X_B3_FLAGS] {
+                headers.remove(name);
+            }
         }
-        headers.remove(&X_B3_FLAGS);
         if propagation.w3c {
             let mut value = Vec::with_capacity(55);
             value.extend_from_slice(b"00-");
@@ -116,9 +118,10 @@ impl SpanContext {
             if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
                 headers.insert(TRACEPARENT.clone(), value);
             }
-            if let Some(state) = &self.trace_state {
-                headers.insert(TRACESTATE.clone(), state.clone());
-            }
+            match &self.trace_state {
+                Some(state) => headers.insert(TRACESTATE.clone(), state.clone()),
+                None => headers.remove(&TRACESTATE),
+            };
         }
         if propagation.b3 {
             let mut value = Vec::with_capacity(51);
@@ -276,7 +279,13 @@ mod tests {
         ctx.inject(&mut out, W3C);
         assert_eq!(out["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         assert_eq!(out["tracestate"], "congo=t61rcWkgMzE");
-        assert!(out.get("x-b3-traceid").is_none());
+        assert_eq!(out["x-b3-traceid"], "1", "B3 is not spoken here: its headers pass through");
+        ctx.inject(&mut out, BOTH);
+        assert!(out.get("x-b3-traceid").is_none(), "B3 spoken: the multi-header form is replaced by `b3`");
+        let mut without_state = ctx.clone();
+        without_state.trace_state = None;
+        without_state.inject(&mut out, W3C);
+        assert!(out.get("tracestate").is_none(), "a tracestate without its traceparent is not passed on");
     }
 
     #[test]

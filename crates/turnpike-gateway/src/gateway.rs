@@ -159,13 +159,13 @@ impl GatewayHandle {
         let snapshot = config::load_and_compile(&options.source, &state, 1).map_err(StartError::Config)?;
         let workers = options.workers.or(snapshot.server.workers).unwrap_or_else(default_workers);
         let workers = Workers::start(workers).map_err(StartError::Workers)?;
-        let queue = snapshot.server.access_log_queue;
+        let buffer = snapshot.server.access_log_buffer;
         let access_log = if snapshot.server.access_log {
             match (options.access_log, &snapshot.server.access_log_path) {
-                (AccessLogSink::Stdout, Some(path)) => AccessLog::to_file(path, queue)
+                (AccessLogSink::Stdout, Some(path)) => AccessLog::to_file(path, buffer)
                     .map_err(|source| StartError::AccessLog { path: path.clone(), source })?,
-                (AccessLogSink::Stdout, None) => AccessLog::stdout_with_queue(queue),
-                (AccessLogSink::Writer(make), _) => AccessLog::to_writer(make, queue),
+                (AccessLogSink::Stdout, None) => AccessLog::stdout_with_buffer(buffer),
+                (AccessLogSink::Writer(make), _) => AccessLog::to_writer(make, buffer),
             }
         } else {
             AccessLog::disabled()
@@ -382,7 +382,12 @@ impl GatewayHandle {
         // The admin listener stays up while connections drain (`/readyz` says so), then goes.
         lock(&gw.admin).take();
         let gateway = gw.clone();
-        let _ = tokio::task::spawn_blocking(move || lock(&gateway.workers).stop()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            lock(&gateway.workers).stop();
+            // The last responses' lines are in the access log's buffers: write them before the process goes.
+            gateway.telemetry.access_log.flush(Duration::from_secs(2));
+        })
+        .await;
         tracing::info!(cut = left, "gateway stopped");
         left
     }

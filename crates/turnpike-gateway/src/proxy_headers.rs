@@ -275,7 +275,7 @@ mod tests {
             tracing: None,
             log: Default::default(),
             access_log_path: None,
-            access_log_queue: 16,
+            access_log_buffer: 1 << 20,
         }
     }
 

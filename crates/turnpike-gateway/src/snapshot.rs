@@ -78,8 +78,8 @@ pub struct ServerSettings {
     pub log: Arc<turnpike_telemetry::access_log::LogSettings>,
     /// Its file, when not stdout (startup only).
     pub access_log_path: Option<std::path::PathBuf>,
-    /// Lines it holds while the writer catches up (startup only).
-    pub access_log_queue: usize,
+    /// Bytes it holds while the writer catches up (startup only).
+    pub access_log_buffer: usize,
     /// Worker threads asked for (startup only).
     pub workers: Option<usize>,
     /// Whether config file changes trigger a reload.

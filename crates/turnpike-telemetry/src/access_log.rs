@@ -1,7 +1,8 @@
 //! The access log: one JSON object per request, written by its own thread so the request path never waits on I/O.
 //!
-//! Records are formatted on the worker (cheap, no locks) and handed over through a bounded queue; when the queue is
-//! full (stdout blocked, disk slow) the record is dropped and counted rather than stalling requests. Every string is
+//! Records are formatted on the worker straight into a buffer of its own, which a writer thread empties every
+//! [`FLUSH_INTERVAL`]; when the buffer is full (stdout blocked, disk slow) the record is dropped and counted rather
+//! than stalling requests. Every string is
 //! JSON-escaped, control characters included, so a client cannot forge or break a log line.
 //!
 //! What a line holds is [`LogSettings`]: the fields, request headers and query logged, what is redacted (credentials
@@ -10,9 +11,8 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use turnpike_core::trace::{SpanId, TraceId};
@@ -258,63 +258,104 @@ impl Default for LogSettings {
 }
 
 /// Where access-log lines go.
+///
+/// Lines are formatted straight into a buffer of the calling thread's own (one of [`SHARDS`], each behind an
+/// uncontended lock), and a writer thread of its own swaps the buffers out and writes them every
+/// [`FLUSH_INTERVAL`]: no allocation, no channel and no thread wake-up per line. A buffer that reached its share of
+/// the configured size (the writer is behind: a full disk, a blocked pipe) drops new lines and counts them.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<SyncSender<Vec<u8>>>,
+    shared: Option<Arc<Shared>>,
     dropped: Arc<AtomicU64>,
     /// Set to have the writer reopen its file before the next write.
     reopen: Arc<AtomicBool>,
 }
 
+struct Shared {
+    shards: Vec<Mutex<Vec<u8>>>,
+    /// Bytes one shard may hold.
+    limit: usize,
+    /// The writer thread (woken early by `flush`).
+    writer: std::sync::OnceLock<std::thread::Thread>,
+    /// Completed write rounds, and a signal for each.
+    rounds: Mutex<u64>,
+    round_done: std::sync::Condvar,
+}
+
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessLog").field("enabled", &self.tx.is_some()).finish()
+        f.debug_struct("AccessLog").field("enabled", &self.shared.is_some()).finish()
     }
 }
 
-/// Records held in memory while the writer catches up; beyond this they are dropped and counted.
-pub const DEFAULT_QUEUE: usize = 16_384;
+/// Bytes held in memory while the writer catches up (all buffers together); beyond this lines are dropped and
+/// counted.
+pub const DEFAULT_BUFFER: usize = 8 << 20;
+/// Buffers lines are spread over (threads pick one each, round robin).
+pub const SHARDS: usize = 16;
+/// How often the writer writes what the buffers hold.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % SHARDS
+    };
+}
 
 impl AccessLog {
     /// An access log that writes nothing.
     pub fn disabled() -> Self {
-        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)), reopen: Arc::new(AtomicBool::new(false)) }
+        Self { shared: None, dropped: Arc::new(AtomicU64::new(0)), reopen: Arc::new(AtomicBool::new(false)) }
     }
 
     /// An access log on stdout (shared with process logs; each line is written whole).
     pub fn stdout() -> Self {
-        Self::stdout_with_queue(DEFAULT_QUEUE)
+        Self::stdout_with_buffer(DEFAULT_BUFFER)
     }
 
-    /// An access log on stdout holding up to `queue` lines.
-    pub fn stdout_with_queue(queue: usize) -> Self {
-        Self::to_writer(|| Box::new(StdoutLines), queue)
+    /// An access log on stdout holding up to `buffer` bytes while stdout is slow.
+    pub fn stdout_with_buffer(buffer: usize) -> Self {
+        Self::to_writer(|| Box::new(StdoutLines), buffer)
     }
 
     /// An access log appended to the file at `path` (created if needed), reopened at the same path by
     /// [`reopen`](Self::reopen) — what logrotate's `postrotate` asks for with SIGUSR1.
-    pub fn to_file(path: &std::path::Path, queue: usize) -> std::io::Result<Self> {
+    pub fn to_file(path: &std::path::Path, buffer: usize) -> std::io::Result<Self> {
         let open = |path: &std::path::Path| std::fs::OpenOptions::new().create(true).append(true).open(path);
         let first = open(path)?;
         let path = path.to_path_buf();
         let reopen = Arc::new(AtomicBool::new(false));
         let flag = reopen.clone();
         let file = ReopeningFile { file: first, path, flag, open };
-        let mut log = Self::to_writer(move || Box::new(file), queue);
+        let mut log = Self::to_writer(move || Box::new(file), buffer);
         log.reopen = reopen;
         Ok(log)
     }
 
-    /// An access log written by a dedicated thread to the writer `make` returns.
-    pub fn to_writer(make: impl FnOnce() -> Box<dyn Write + Send> + Send + 'static, queue: usize) -> Self {
-        let (tx, rx) = sync_channel(queue);
+    /// An access log written by a dedicated thread to the writer `make` returns, holding up to `buffer` bytes.
+    pub fn to_writer(make: impl FnOnce() -> Box<dyn Write + Send> + Send + 'static, buffer: usize) -> Self {
+        let limit = (buffer / SHARDS).max(4096);
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            limit,
+            writer: std::sync::OnceLock::new(),
+            rounds: Mutex::new(0),
+            round_done: std::sync::Condvar::new(),
+        });
+        let weak = Arc::downgrade(&shared);
         let spawned = std::thread::Builder::new().name("turnpike-access-log".into()).spawn(move || {
-            write_loop(rx, make());
+            write_loop(weak, make());
         });
         match spawned {
-            Ok(_) => {
-                Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)), reopen: Arc::new(AtomicBool::new(false)) }
-            }
+            Ok(handle) => Self {
+                shared: Some({
+                    let _ = shared.writer.set(handle.thread().clone());
+                    shared
+                }),
+                dropped: Arc::new(AtomicU64::new(0)),
+                reopen: Arc::new(AtomicBool::new(false)),
+            },
             Err(err) => {
                 tracing::error!(error = %err, "could not start the access-log writer; access log disabled");
                 Self::disabled()
@@ -324,7 +365,7 @@ impl AccessLog {
 
     /// Whether records are written at all (callers skip building them otherwise).
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.shared.is_some()
     }
 
     /// Records that were dropped because the writer could not keep up.
@@ -332,22 +373,74 @@ impl AccessLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Writes out every line logged so far, waiting up to `limit` for the writer (at shutdown: buffered lines
+    /// would be lost with the process).
+    pub fn flush(&self, limit: Duration) {
+        let Some(shared) = &self.shared else { return };
+        let Some(writer) = shared.writer.get() else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut rounds = shared.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        // A round under way may have passed this thread's buffer already: wait for the next one to end too.
+        let wanted = *rounds + 2;
+        while *rounds < wanted {
+            writer.unpark();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let wait = left.min(Duration::from_millis(10));
+            rounds = shared.round_done.wait_timeout(rounds, wait).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
     /// Has a file log reopen its path before its next write (after a rotation moved the file away).
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
     }
 
-    /// Queues one record; never blocks.
+    /// Adds one record to this thread's buffer; never blocks on I/O.
     pub fn log(&self, record: &AccessRecord<'_>, settings: &LogSettings) {
-        let Some(tx) = &self.tx else { return };
-        let mut line = Vec::with_capacity(512);
-        format_record(&mut line, record, SystemTime::now(), settings);
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let Some(shared) = &self.shared else { return };
+        let shard = SHARD.with(|s| *s);
+        let mut buffer = shared.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
+        if buffer.len() >= shared.limit {
+            drop(buffer);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        if buffer.capacity() == 0 {
+            buffer.reserve(64 * 1024);
+        }
+        format_record(&mut buffer, record, SystemTime::now(), settings);
+    }
+}
+
+/// Every [`FLUSH_INTERVAL`], swaps each buffer for an empty one and writes what it held; ends (after a last
+/// write) when the log is dropped.
+fn write_loop(shared: std::sync::Weak<Shared>, mut out: Box<dyn Write + Send>) {
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        std::thread::park_timeout(FLUSH_INTERVAL);
+        let Some(shared) = shared.upgrade() else { return };
+        let mut wrote = false;
+        for shard in &shared.shards {
+            {
+                let mut buffer = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                if buffer.is_empty() {
+                    continue;
+                }
+                std::mem::swap(&mut *buffer, &mut spare);
+            }
+            // Nowhere to write (stdout closed, disk full): the lines are lost, the buffers keep cycling.
+            let _ = out.write_all(&spare);
+            spare.clear();
+            wrote = true;
+        }
+        if wrote {
+            let _ = out.flush();
+        }
+        *shared.rounds.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        shared.round_done.notify_all();
     }
 }
 
@@ -385,24 +478,6 @@ impl Write for StdoutLines {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stdout().lock().flush()
-    }
-}
-
-fn write_loop(rx: Receiver<Vec<u8>>, mut out: Box<dyn Write + Send>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    while let Ok(first) = rx.recv() {
-        batch.extend_from_slice(&first);
-        // Drain what is already queued so one write carries many lines under load.
-        while batch.len() < 60 * 1024 {
-            match rx.try_recv() {
-                Ok(line) => batch.extend_from_slice(&line),
-                Err(_) => break,
-            }
-        }
-        if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
-            // Nowhere to write (stdout closed): keep draining so the queue never blocks producers.
-        }
-        batch.clear();
     }
 }
 
@@ -756,5 +831,29 @@ mod tests {
         assert!(wait(&path, 1), "a new file at the same path");
         assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 1, "the old file kept its line");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flush_writes_every_line_logged_before_it() {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let seen = sink.clone();
+        let log = AccessLog::to_writer(move || Box::new(sink), DEFAULT_BUFFER);
+        let settings = LogSettings::default();
+        for _ in 0..25 {
+            log.log(&record(), &settings);
+        }
+        log.flush(Duration::from_secs(5));
+        assert_eq!(seen.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count(), 25);
     }
 }

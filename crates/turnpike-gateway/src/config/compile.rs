@@ -377,7 +377,7 @@ impl Compiler<'_> {
             access_log: s.access_log.enabled,
             log: Arc::new(log?),
             access_log_path: s.access_log.path.as_ref().map(|p| self.base_dir.join(p)),
-            access_log_queue: s.access_log.queue.max(1),
+            access_log_buffer: usize::try_from(u64::from(s.access_log.buffer)).unwrap_or(usize::MAX),
             workers: s.workers.map(usize::from),
             watch: s.watch,
             max_body_size: s.limits.max_body_size.into(),

@@ -386,9 +386,10 @@ pub struct AccessLogConfig {
     pub redact_query_params: Vec<String>,
     /// Which requests are logged.
     pub sample: AccessLogSampleConfig,
-    /// Lines held while the writer catches up; beyond this they are dropped and counted
-    /// (`turnpike_access_log_dropped_total`), never waited for.
-    pub queue: usize,
+    /// Memory for lines not written yet (the writer writes every 50 ms); when the disk or stdout falls behind
+    /// and it is full, lines are dropped and counted (`turnpike_access_log_dropped_total`), never waited for.
+    /// Changing it needs a restart.
+    pub buffer: ByteSize,
 }
 
 impl Default for AccessLogConfig {
@@ -402,7 +403,7 @@ impl Default for AccessLogConfig {
             redact_headers: Vec::new(),
             redact_query_params: Vec::new(),
             sample: AccessLogSampleConfig::default(),
-            queue: 16_384,
+            buffer: ByteSize(8 << 20),
         }
     }
 }

@@ -453,6 +453,8 @@ async fn a_control_character_cannot_forge_a_log_line() {
     let reply = conn.read_response().await;
     let status = reply.status;
     Client::h1().get(&gw.url("/api/after")).await;
+    // The writer writes every 50 ms: wait for the line of the last request.
+    assert!(gw.access_log(1).await.last().is_some_and(|l| l["url.path"] == "/api/after"));
     let raw = gw.access_log_raw();
     for line in raw.lines() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# observability.sh - what metrics, the access log and tracing cost on the plain proxy route, in one run.
+#
+#   bench/observability.sh                     3 interleaved rounds of 8 s per setup
+#   ROUNDS=6 DURATION=6 bench/observability.sh
+#   MODE=callgrind bench/observability.sh      instructions per request of each setup, counted by valgrind
+#
+# Five Turnpike processes (one worker each, all pinned to core 0; only the one under load works), the same route to
+# the same backend, with:
+#   off       no admin listener (no metrics recorded), no access log, no tracing: the baseline
+#   metrics   the admin listener on: every request recorded into its route's counters and histograms
+#   log       the access log written to a file (every field but the query)
+#   tracing   tracing on, 1 % of new traces sampled, spans exported over OTLP/HTTP to the rig's backend
+#   all       the three together (the issue's target: at most 5 % below `off`)
+# wrk (core 1, with the backend) sends the same request to each; rounds interleave the setups; ratios are paired
+# per round. Loopback only; every wrk run is bounded (-d plus `timeout`); everything started is stopped on exit.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+RIG=${RIG:-$(cd "$HERE/../../shared/bench" 2>/dev/null && pwd || true)}
+BACKEND_BIN=${BACKEND_BIN:-$RIG/target/release/bench-backend}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-64}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+SETUPS=(off metrics log tracing all)
+declare -A PORTS=([off]=8091 [metrics]=8092 [log]=8093 [tracing]=8094 [all]=8095)
+declare -A TPIDS=()
+OUT=${RESULTS_DIR:-$HERE/results/observability-$(date +%Y%m%d-%H%M%S)}
+
+log() { printf '[observability.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2; }
+prepare_run
+
+"$BACKEND_BIN" --listen 127.0.0.1:9000 --threads 1 >"$OUT/backend.out" 2>&1 &
+PIDS+=($!)
+
+config() { # <setup>
+    local admin="" tracing="" access="access_log: { enabled: false }"
+    case $1 in metrics | all) admin=", admin: { address: \"127.0.0.1:$((${PORTS[$1]} + 1000))\" }" ;; esac
+    case $1 in log | all) access="access_log: { path: \"$TMP/access-$1.log\" }" ;; esac
+    case $1 in tracing | all)
+        tracing=", tracing: { endpoint: \"http://127.0.0.1:9000/v1/traces\", protocol: http, sample_ratio: 0.01 }" ;;
+    esac
+    cat <<YAML
+server: { workers: 1, watch: false, $access$admin$tracing }
+listeners: [{ name: bench, address: "127.0.0.1:${PORTS[$1]}" }]
+upstreams: { backend: { endpoints: ["127.0.0.1:9000"] } }
+routes:
+  - { id: plain, match: { prefix: / }, upstream: backend }
+YAML
+}
+
+for s in "${SETUPS[@]}"; do
+    config "$s" >"$TMP/$s.yaml"
+    cp "$TMP/$s.yaml" "$OUT/$s.yaml"
+    if [[ ${MODE:-wrk} == callgrind ]]; then
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-$s.%p" \
+            "$HERE/../target/release/turnpike" run -c "$TMP/$s.yaml" --no-control-socket >"$OUT/turnpike-$s.out" 2>&1 &
+    else
+        taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$TMP/$s.yaml" --no-control-socket \
+            >"$OUT/turnpike-$s.out" 2>&1 &
+    fi
+    TPIDS[$s]=$!
+    PIDS+=($!)
+done
+for s in "${SETUPS[@]}"; do
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${PORTS[$s]}/" && break
+        sleep 0.1
+    done
+done
+# Each setup does what it says: metrics served, log lines written.
+for port in 9092 9095; do
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$port/metrics" | grep -q '^turnpike_http_requests_total' && continue 2
+        sleep 0.2
+    done
+    log "no request series on 127.0.0.1:$port/metrics"
+    exit 1
+done
+
+run_wrk() { # <setup> <seconds> <out>
+    timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2s" --latency \
+        "http://127.0.0.1:${PORTS[$1]}/" >"$3" 2>&1 || log "wrk exited non-zero ($1)"
+}
+
+if [[ ${MODE:-wrk} == callgrind ]]; then
+    printf '%-10s %14s %10s %14s\n' setup instructions requests "instr/request" | tee "$OUT/summary.txt"
+    for s in "${SETUPS[@]}"; do
+        run_wrk "$s" 2 /dev/null
+        callgrind_control -z "${TPIDS[$s]}" >/dev/null
+        run_wrk "$s" "$DURATION" "$OUT/wrk-$s.txt"
+        callgrind_control -d "$s" "${TPIDS[$s]}" >/dev/null
+        sleep 1
+        requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-$s.txt")
+        dump=$(ls -t "$OUT"/callgrind-"$s".* | head -1)
+        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+        printf '%-10s %14s %10s %14.0f\n' "$s" "$total" "$requests" "$(echo "$total / $requests" | bc -l)" \
+            | tee -a "$OUT/summary.txt"
+    done
+    log "raw results in $OUT"
+    exit 0
+fi
+
+interleaved_rounds "${SETUPS[@]}"
+python3 "$HERE/paired.py" "$RESULTS" off | tee "$OUT/summary.txt"
+for s in log all; do
+    log "$s: $(wc -l <"$TMP/access-$s.log") access-log lines written"
+done
+log "raw results in $OUT"
