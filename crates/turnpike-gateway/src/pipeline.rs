@@ -212,7 +212,7 @@ async fn route_and_dispatch(
             };
             // Boxed: the authentication future (key fetches, introspection calls) is large, and unboxed it would make
             // every request's future larger, and moved, on routes without authentication too.
-            let span = spans::child(cx);
+            let span = spans::recorded_child(cx, &conn.gateway.telemetry);
             let result = Box::pin(chain.authenticate(&input)).await;
             if let Some(span) = span {
                 let error = result.as_ref().err().map(|_| "refused");
@@ -270,12 +270,12 @@ async fn route_and_dispatch(
             client_ip: cx.client_ip,
             identity: cx.identity.as_deref(),
         };
-        let span = spans::child(cx);
+        let span = spans::recorded_child(cx, &conn.gateway.telemetry);
         let decision = match limits.check(&input, &conn.gateway.state.rate_limits.clock) {
             Check::Decided(decision) => decision,
             // Boxed like authentication: asking Redis is a large future that other requests should not carry.
             Check::Shared(shared) => {
-                let redis = spans::child(cx);
+                let redis = spans::recorded_child(cx, &conn.gateway.telemetry);
                 let decision = Box::pin(shared.ask()).await;
                 if let Some(redis) = redis {
                     let failed = matches!(decision.outcome, Outcome::StoreErrorAllowed | Outcome::StoreErrorRefused);

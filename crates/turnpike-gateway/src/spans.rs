@@ -38,12 +38,22 @@ pub(crate) struct Child {
     /// Its id (sent upstream as the parent of what the upstream does).
     pub id: SpanId,
     start: Instant,
+    /// Whether it is exported when it ends (the trace is sampled and an exporter runs): callers build attributes
+    /// only then.
+    pub recorded: bool,
 }
 
-/// Starts a child span of the server span: `Some` for every traced request (its id is needed for propagation);
-/// only a sampled one is recorded when it ends.
-pub(crate) fn child(cx: &Cx) -> Option<Child> {
-    cx.trace.as_ref().map(|_| Child { id: SpanId::random(), start: Instant::now() })
+/// Starts a child span of the server span for every traced request (an upstream attempt needs its id for
+/// propagation even when nothing is recorded).
+pub(crate) fn child(cx: &Cx, telemetry: &Telemetry) -> Option<Child> {
+    let trace = cx.trace.as_ref()?;
+    let recorded = trace.context.sampled && telemetry.tracer.is_some();
+    Some(Child { id: SpanId::random(), start: Instant::now(), recorded })
+}
+
+/// Starts a child span only when it will be recorded (phases that propagate nothing).
+pub(crate) fn recorded_child(cx: &Cx, telemetry: &Telemetry) -> Option<Child> {
+    child(cx, telemetry).filter(|c| c.recorded)
 }
 
 /// Ends a child span of `parent` (`None`: of the server span): records it when the trace is sampled and an

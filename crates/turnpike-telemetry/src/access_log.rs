@@ -151,6 +151,41 @@ fn bit(field: &str) -> Option<u64> {
     FIELDS.iter().position(|f| *f == field).map(|i| 1u64 << i)
 }
 
+/// `,"<field>":` for every field of [`FIELDS`].
+static KEYS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| FIELDS.iter().map(|f| format!(",\"{f}\":")).collect());
+
+/// Positions in [`FIELDS`] (the writer tests bits, never names).
+mod f {
+    pub const TIME: usize = 0;
+    pub const REQUEST_ID: usize = 1;
+    pub const CLIENT_ADDRESS: usize = 2;
+    pub const METHOD: usize = 3;
+    pub const SERVER_ADDRESS: usize = 4;
+    pub const URL_PATH: usize = 5;
+    pub const URL_QUERY: usize = 6;
+    pub const PROTOCOL_VERSION: usize = 7;
+    pub const LISTENER: usize = 8;
+    pub const ROUTE: usize = 9;
+    pub const UPSTREAM: usize = 10;
+    pub const ENDPOINT: usize = 11;
+    pub const ATTEMPTS: usize = 12;
+    pub const STATUS: usize = 13;
+    pub const BYTES_IN: usize = 14;
+    pub const BYTES_OUT: usize = 15;
+    pub const DURATION_MS: usize = 16;
+    pub const UPSTREAM_DURATION_MS: usize = 17;
+    pub const RETRY_STOPPED: usize = 18;
+    pub const CONSUMER: usize = 19;
+    pub const RATE_LIMIT: usize = 20;
+    pub const RATE_LIMIT_BY: usize = 21;
+    pub const ERROR_TYPE: usize = 22;
+    pub const TRACE_ID: usize = 23;
+    pub const SPAN_ID: usize = 24;
+    pub const ABORTED: usize = 25;
+    pub const REQUEST_HEADERS: usize = 26;
+}
+
 /// Why access-log settings are refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogSettingsError {
@@ -190,7 +225,7 @@ impl LogSettings {
         let all = (1u64 << FIELDS.len()) - 1;
         let fields = match fields {
             Some(list) => mask(list, "fields", &mut errors),
-            None => all & !bit(names::URL_QUERY).unwrap_or(0),
+            None => all & !(1 << f::URL_QUERY),
         };
         let redacted = mask(redact, "redact", &mut errors);
         let secret: Vec<String> = SECRET_HEADERS
@@ -234,12 +269,12 @@ impl LogSettings {
         ratio >= 1.0 || (random as f64) < ratio * u64::MAX as f64
     }
 
-    fn on(&self, field: &str) -> bool {
-        bit(field).is_some_and(|b| self.fields & b != 0)
+    fn on(&self, field: usize) -> bool {
+        self.fields & (1 << field) != 0
     }
 
-    fn masked(&self, field: &str) -> bool {
-        bit(field).is_some_and(|b| self.redacted & b != 0)
+    fn masked(&self, field: usize) -> bool {
+        self.redacted & (1 << field) != 0
     }
 }
 
@@ -484,52 +519,65 @@ impl Write for StdoutLines {
 /// Formats one record as a JSON line (with the trailing newline), as `settings` say.
 pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
     let mut w = Line { out, settings, first: true };
-    if settings.on(names::TIME) {
-        w.key(names::TIME);
+    if settings.on(f::TIME) && w.wanted(f::TIME) == Some(true) {
         w.out.push(b'"');
         crate::time::write_rfc3339_millis(w.out, now);
         w.out.push(b'"');
     }
-    w.str(names::REQUEST_ID, Some(r.request_id));
-    w.display(names::CLIENT_ADDRESS, Some(&r.client), true);
-    w.str(names::METHOD, Some(r.method));
-    w.str(names::SERVER_ADDRESS, r.host);
-    w.str(names::URL_PATH, Some(r.path));
+    w.str(f::REQUEST_ID, Some(r.request_id));
+    if w.wanted(f::CLIENT_ADDRESS) == Some(true) {
+        w.out.push(b'"');
+        write_ip(w.out, r.client);
+        w.out.push(b'"');
+    }
+    w.str(f::METHOD, Some(r.method));
+    w.str(f::SERVER_ADDRESS, r.host);
+    w.str(f::URL_PATH, Some(r.path));
     if let Some(query) = r.query
-        && settings.on(names::URL_QUERY)
+        && settings.on(f::URL_QUERY)
     {
         let redacted = redact_query(query, &settings.secret_params);
-        w.str(names::URL_QUERY, Some(&redacted));
+        w.str(f::URL_QUERY, Some(&redacted));
     }
-    w.str(names::PROTOCOL_VERSION, Some(r.protocol));
-    w.str(names::LISTENER, Some(r.listener));
-    w.str(names::ROUTE, r.route);
-    w.str(names::UPSTREAM, r.upstream);
-    w.display(names::ENDPOINT, r.endpoint.as_ref().map(|e| e as &dyn std::fmt::Display), true);
-    w.display(names::ATTEMPTS, (r.attempts > 0).then_some(&r.attempts as &dyn std::fmt::Display), false);
-    w.display(names::STATUS, Some(&r.status), false);
-    w.display(names::BYTES_IN, Some(&r.bytes_in), false);
-    w.display(names::BYTES_OUT, Some(&r.bytes_out), false);
-    w.millis(names::DURATION_MS, Some(r.duration));
-    w.millis(names::UPSTREAM_DURATION_MS, r.upstream_duration);
-    w.str(names::RETRY_STOPPED, r.retry_stopped);
-    w.str(names::CONSUMER, r.consumer);
-    w.str(names::RATE_LIMIT, r.rate_limit);
-    w.str(names::RATE_LIMIT_BY, r.rate_limit_by);
-    w.str(names::ERROR_TYPE, r.error);
+    w.str(f::PROTOCOL_VERSION, Some(r.protocol));
+    w.str(f::LISTENER, Some(r.listener));
+    w.str(f::ROUTE, r.route);
+    w.str(f::UPSTREAM, r.upstream);
+    if let Some(endpoint) = r.endpoint
+        && w.wanted(f::ENDPOINT) == Some(true)
+    {
+        w.out.push(b'"');
+        if endpoint.is_ipv6() {
+            w.out.push(b'[');
+        }
+        write_ip(w.out, endpoint.ip());
+        w.out.extend_from_slice(if endpoint.is_ipv6() { b"]:" } else { b":" });
+        w.out.extend_from_slice(itoa::Buffer::new().format(endpoint.port()).as_bytes());
+        w.out.push(b'"');
+    }
+    w.int(f::ATTEMPTS, (r.attempts > 0).then_some(u64::from(r.attempts)));
+    w.int(f::STATUS, Some(u64::from(r.status)));
+    w.int(f::BYTES_IN, Some(r.bytes_in));
+    w.int(f::BYTES_OUT, Some(r.bytes_out));
+    w.millis(f::DURATION_MS, Some(r.duration));
+    w.millis(f::UPSTREAM_DURATION_MS, r.upstream_duration);
+    w.str(f::RETRY_STOPPED, r.retry_stopped);
+    w.str(f::CONSUMER, r.consumer);
+    w.str(f::RATE_LIMIT, r.rate_limit);
+    w.str(f::RATE_LIMIT_BY, r.rate_limit_by);
+    w.str(f::ERROR_TYPE, r.error);
     if let Some((trace_id, span_id)) = r.trace {
-        w.str(names::TRACE_ID, Some(&trace_id.to_hex()));
-        w.str(names::SPAN_ID, Some(&span_id.to_hex()));
+        w.str(f::TRACE_ID, Some(&trace_id.to_hex()));
+        w.str(f::SPAN_ID, Some(&span_id.to_hex()));
     }
-    if r.aborted && settings.on(names::ABORTED) {
-        w.key(names::ABORTED);
-        w.out.extend_from_slice(if settings.masked(names::ABORTED) { b"\"[REDACTED]\"" } else { b"true" });
+    if r.aborted && w.wanted(f::ABORTED) == Some(true) {
+        w.out.extend_from_slice(b"true");
     }
-    if settings.on(names::REQUEST_HEADERS) {
+    if settings.on(f::REQUEST_HEADERS) {
         for ((name, secret), value) in settings.headers.iter().zip(r.headers) {
             let Some(value) = value else { continue };
             w.key_parts(names::REQUEST_HEADERS, name.as_str());
-            if *secret || settings.masked(names::REQUEST_HEADERS) {
+            if *secret || settings.masked(f::REQUEST_HEADERS) {
                 write_json_string(w.out, REDACTED);
             } else {
                 write_json_string(w.out, &String::from_utf8_lossy(value.as_bytes()));
@@ -540,6 +588,23 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
         w.out.push(b'{');
     }
     w.out.extend_from_slice(b"}\n");
+}
+
+/// An address without `fmt` (this runs for every line): IPv4 digit by digit, IPv6 through `Display`.
+fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The query with the values of secret parameters replaced (names compared case-insensitively, after
@@ -570,11 +635,16 @@ struct Line<'o, 's> {
 }
 
 impl Line<'_, '_> {
-    fn key(&mut self, name: &str) {
-        self.out.extend_from_slice(if self.first { b"{\"" } else { b",\"" });
-        self.first = false;
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"\":");
+    fn key(&mut self, field: usize) {
+        // `,"name":` in one copy; the first key replaces its comma with the opening brace.
+        let key = KEYS[field].as_bytes();
+        if self.first {
+            self.first = false;
+            self.out.push(b'{');
+            self.out.extend_from_slice(&key[1..]);
+        } else {
+            self.out.extend_from_slice(key);
+        }
     }
 
     /// `prefix.suffix` as the key (the suffix, a header name, is already lower-case ASCII without quotes).
@@ -587,63 +657,84 @@ impl Line<'_, '_> {
         self.out.extend_from_slice(b"\":");
     }
 
-    fn wanted(&mut self, name: &str) -> Option<bool> {
-        if !self.settings.on(name) {
+    /// Writes the key of `field` if it is on, and `[REDACTED]` if it is masked; `Some(true)`: write the value.
+    fn wanted(&mut self, field: usize) -> Option<bool> {
+        if !self.settings.on(field) {
             return None;
         }
-        let masked = self.settings.masked(name);
-        self.key(name);
+        let masked = self.settings.masked(field);
+        self.key(field);
         if masked {
             write_json_string(self.out, REDACTED);
         }
         Some(!masked)
     }
 
-    fn str(&mut self, name: &str, value: Option<&str>) {
+    fn str(&mut self, field: usize, value: Option<&str>) {
         let Some(value) = value else { return };
-        if self.wanted(name) == Some(true) {
+        if self.wanted(field) == Some(true) {
             write_json_string(self.out, value);
         }
     }
 
-    fn display(&mut self, name: &str, value: Option<&dyn std::fmt::Display>, quoted: bool) {
+    fn int(&mut self, field: usize, value: Option<u64>) {
         let Some(value) = value else { return };
-        if self.wanted(name) == Some(true) {
-            if quoted {
-                self.out.push(b'"');
-            }
-            let _ = write!(self.out, "{value}");
-            if quoted {
-                self.out.push(b'"');
-            }
+        if self.wanted(field) == Some(true) {
+            self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         }
     }
 
-    fn millis(&mut self, name: &str, value: Option<Duration>) {
+    fn millis(&mut self, field: usize, value: Option<Duration>) {
         let Some(d) = value else { return };
-        if self.wanted(name) == Some(true) {
-            let micros = d.as_micros();
-            let _ = write!(self.out, "{}.{:03}", micros / 1000, micros % 1000);
+        if self.wanted(field) == Some(true) {
+            let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            self.out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+            let frac = micros % 1000;
+            self.out.extend_from_slice(&[
+                b'.',
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ]);
         }
     }
 }
 
-/// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped.
+/// Bytes a JSON string cannot hold as they are: control characters, DEL, `"` and `\`.
+const ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[0x7f] = true;
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped. Runs of
+/// plain bytes are found with a table and copied whole.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
+    let mut rest = s.as_bytes();
+    while let Some(i) = rest.iter().position(|&b| ESCAPE[usize::from(b)]) {
+        out.extend_from_slice(&rest[..i]);
+        match rest[i] {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f | 0x7f => {
-                let _ = write!(out, "\\u{b:04x}");
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
             }
-            _ => out.push(b),
         }
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 
@@ -855,5 +946,57 @@ mod tests {
         }
         log.flush(Duration::from_secs(5));
         assert_eq!(seen.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count(), 25);
+    }
+
+    #[test]
+    fn field_positions_match_the_names() {
+        let positions = [
+            (f::TIME, names::TIME),
+            (f::REQUEST_ID, names::REQUEST_ID),
+            (f::CLIENT_ADDRESS, names::CLIENT_ADDRESS),
+            (f::METHOD, names::METHOD),
+            (f::SERVER_ADDRESS, names::SERVER_ADDRESS),
+            (f::URL_PATH, names::URL_PATH),
+            (f::URL_QUERY, names::URL_QUERY),
+            (f::PROTOCOL_VERSION, names::PROTOCOL_VERSION),
+            (f::LISTENER, names::LISTENER),
+            (f::ROUTE, names::ROUTE),
+            (f::UPSTREAM, names::UPSTREAM),
+            (f::ENDPOINT, names::ENDPOINT),
+            (f::ATTEMPTS, names::ATTEMPTS),
+            (f::STATUS, names::STATUS),
+            (f::BYTES_IN, names::BYTES_IN),
+            (f::BYTES_OUT, names::BYTES_OUT),
+            (f::DURATION_MS, names::DURATION_MS),
+            (f::UPSTREAM_DURATION_MS, names::UPSTREAM_DURATION_MS),
+            (f::RETRY_STOPPED, names::RETRY_STOPPED),
+            (f::CONSUMER, names::CONSUMER),
+            (f::RATE_LIMIT, names::RATE_LIMIT),
+            (f::RATE_LIMIT_BY, names::RATE_LIMIT_BY),
+            (f::ERROR_TYPE, names::ERROR_TYPE),
+            (f::TRACE_ID, names::TRACE_ID),
+            (f::SPAN_ID, names::SPAN_ID),
+            (f::ABORTED, names::ABORTED),
+            (f::REQUEST_HEADERS, names::REQUEST_HEADERS),
+        ];
+        assert_eq!(positions.len(), FIELDS.len());
+        for (i, name) in positions {
+            assert_eq!(FIELDS[i], name);
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in ["10.0.0.1", "255.255.255.0", "0.0.0.0", "2001:db8::1", "::ffff:1.2.3.4"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+        let mut r = record();
+        r.endpoint = Some("[2001:db8::2]:8443".parse().unwrap());
+        let v = line(&r, &LogSettings::default());
+        assert_eq!(v[names::ENDPOINT], "[2001:db8::2]:8443");
+        assert_eq!(v[names::CLIENT_ADDRESS], "10.0.0.1");
     }
 }

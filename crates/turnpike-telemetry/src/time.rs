@@ -10,8 +10,26 @@ pub(crate) fn write_rfc3339_millis(out: &mut Vec<u8>, now: SystemTime) {
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
     let ms = since.subsec_millis();
-    use std::io::Write;
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z");
+    // Fixed-width digits by hand: this runs for every access-log line.
+    let digits = |out: &mut Vec<u8>, value: u64, width: u32| {
+        for i in (0..width).rev() {
+            out.push(b'0' + (value / 10u64.pow(i) % 10) as u8);
+        }
+    };
+    digits(out, u64::try_from(y).unwrap_or(0), 4);
+    out.push(b'-');
+    digits(out, u64::from(m), 2);
+    out.push(b'-');
+    digits(out, u64::from(d), 2);
+    out.push(b'T');
+    digits(out, hh as u64, 2);
+    out.push(b':');
+    digits(out, mm as u64, 2);
+    out.push(b':');
+    digits(out, ss as u64, 2);
+    out.push(b'.');
+    digits(out, u64::from(ms), 3);
+    out.push(b'Z');
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).

@@ -172,11 +172,11 @@ pub(crate) async fn forward(
 
         // Each attempt is a span of its own; the upstream continues the trace under it.
         let mut req = req;
-        let attempt_span = crate::spans::child(cx);
+        let attempt_span = crate::spans::child(cx, &conn.gateway.telemetry);
         if let (Some(span), Some(trace), Some(tracing)) = (&attempt_span, &cx.trace, &snap.server.tracing) {
             trace.child(span.id).inject(req.headers_mut(), tracing.propagation);
         }
-        let method = req.method().clone();
+        let method = attempt_span.as_ref().filter(|s| s.recorded).map(|_| req.method().clone());
         let sent = if attempt == 1 { start } else { Instant::now() };
         let try_deadline = policy.per_try_timeout.map_or(deadline, |t| (sent + t).min(deadline));
         let mut exchange = endpoint.begin(upstream.pool.clone());
@@ -188,7 +188,7 @@ pub(crate) async fn forward(
         if snap.server.admin.is_some() {
             state.metrics.attempt(attempt > 1, elapsed, cx.trace.as_ref().and_then(|t| t.sampled_trace_id()));
         }
-        if let Some(span) = attempt_span {
+        if let (Some(span), Some(method)) = (attempt_span.filter(|s| s.recorded), method) {
             let (status, error) = match &result {
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
