@@ -316,3 +316,82 @@ async fn tracing_config_errors_name_the_field() {
         assert!(err.contains(field) && err.contains(message), "{tracing}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_and_rate_limiting_are_child_spans_of_the_server_span() {
+    let (collector, received) = grpc_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let yaml = format!(
+        r#"
+server: {{ watch: false, tracing: {{ endpoint: "http://{collector}", interval: 20ms }} }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams: {{ app: {{ endpoints: ["{upstream}"] }} }}
+auth_policies: {{ keys: {{ api_key: {{ header: x-api-key }} }} }}
+consumers: [{{ id: acme, keys: [{{ key: "k-trace-0123456789abcdef" }}] }}]
+rate_limits:
+  per-consumer: {{ limits: [{{ name: second, key: consumer, limit: 100, per: 1s }}] }}
+routes:
+  - {{ id: api, match: {{ prefix: /api }}, upstream: app, auth: {{ policies: [keys] }}, rate_limit: {{ policies: [per-consumer] }} }}
+"#,
+        collector = collector.addr(),
+        upstream = upstream.addr()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let req =
+        Request::get(gw.url("/api/items")).header("x-api-key", "k-trace-0123456789abcdef").body(full("")).unwrap();
+    assert_eq!(Client::h1().send(req).await.status, 200);
+    let spans = spans_eventually(&received, 4).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
+    for name in ["authenticate", "rate_limit"] {
+        let span = spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} span: {spans:#?}"));
+        assert_eq!(span.kind, SpanKind::Internal as i32);
+        assert_eq!(span.parent_span_id, server.span_id, "{name} is a child of the server span");
+        assert_eq!(span.trace_id, server.trace_id);
+    }
+    let limit = spans.iter().find(|s| s.name == "rate_limit").unwrap();
+    assert_eq!(attribute(limit, "turnpike.rate_limit").as_deref(), Some("allowed"));
+    // A refused credential is an authentication span with an error status.
+    let req = Request::get(gw.url("/api/items")).header("x-api-key", "wrong").body(full("")).unwrap();
+    assert_eq!(Client::h1().send(req).await.status, 401);
+    let spans = spans_eventually(&received, 6).await;
+    let failed =
+        spans.iter().filter(|s| s.name == "authenticate").find(|s| s.status.as_ref().is_some_and(|st| st.code == 2));
+    assert!(failed.is_some(), "{spans:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_decision_is_a_client_span_under_rate_limiting() {
+    use turnpike_test::redis::{SHARED_REDIS, shared_redis};
+    if !shared_redis("a_redis_decision_is_a_client_span_under_rate_limiting") {
+        return;
+    }
+    let (collector, received) = grpc_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let yaml = format!(
+        r#"
+server:
+  watch: false
+  tracing: {{ endpoint: "http://{collector}", interval: 20ms }}
+  redis: {{ url: "redis://{SHARED_REDIS}", key_prefix: "turnpike:test:trace:{nanos}:", timeout: 5s }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams: {{ app: {{ endpoints: ["{upstream}"] }} }}
+rate_limits:
+  shared: {{ store: redis, limits: [{{ name: second, key: client_ip, limit: 100, per: 1s }}] }}
+routes:
+  - {{ id: api, match: {{ prefix: /api }}, upstream: app, rate_limit: {{ policies: [shared] }} }}
+"#,
+        collector = collector.addr(),
+        upstream = upstream.addr()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    assert_eq!(Client::h1().get(&gw.url("/api/items")).await.status, 200);
+    let spans = spans_eventually(&received, 4).await;
+    let limit = spans.iter().find(|s| s.name == "rate_limit").unwrap_or_else(|| panic!("{spans:#?}"));
+    let redis = spans.iter().find(|s| s.name == "redis").unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(redis.kind, SpanKind::Client as i32);
+    assert_eq!(redis.parent_span_id, limit.span_id, "the Redis call is a child of the rate_limit span");
+    assert_eq!(attribute(redis, "db.system.name").as_deref(), Some("redis"));
+    assert!(redis.start_time_unix_nano >= limit.start_time_unix_nano);
+    assert!(redis.end_time_unix_nano <= limit.end_time_unix_nano);
+}
