@@ -23,15 +23,19 @@ cleanup_run() {
 # callgrind_per_route <pid> <out-dir> <route>...: for each route, a 2 s warm-up, counters zeroed, $DURATION s of
 # load through the caller's `run_wrk <route> <seconds> <out-file>`, a dump; prints and writes to
 # <out-dir>/summary.txt the instructions per request of each route (valgrind's total / requests wrk completed).
+# The process is <pid>, or ${TPIDS[route]} when the caller runs one process per route (all writing
+# <out-dir>/callgrind.%p).
 callgrind_per_route() {
-    local pid=$1 out=$2 r requests dump total
+    local pid=$1 out=$2 r requests dump total p
     shift 2
     printf '%-14s %14s %10s %14s\n' route instructions requests "instr/request" | tee "$out/summary.txt"
     for r in "$@"; do
+        p=$pid
+        if declare -p TPIDS >/dev/null 2>&1; then p=${TPIDS[$r]}; fi
         run_wrk "$r" 2 /dev/null
-        callgrind_control -z "$pid" >/dev/null
+        callgrind_control -z "$p" >/dev/null
         run_wrk "$r" "$DURATION" "$out/wrk-$r.txt"
-        callgrind_control -d "$r" "$pid" >/dev/null
+        callgrind_control -d "$r" "$p" >/dev/null
         sleep 1
         requests=$(awk '/requests in/ {print $1}' "$out/wrk-$r.txt")
         dump=$(ls -t "$out"/callgrind.* | head -1)

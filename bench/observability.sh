@@ -58,7 +58,7 @@ for s in "${SETUPS[@]}"; do
     config "$s" >"$TMP/$s.yaml"
     cp "$TMP/$s.yaml" "$OUT/$s.yaml"
     if [[ ${MODE:-wrk} == callgrind ]]; then
-        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-$s.%p" \
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" \
             "$HERE/../target/release/turnpike" run -c "$TMP/$s.yaml" --no-control-socket >"$OUT/turnpike-$s.out" 2>&1 &
     else
         taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$TMP/$s.yaml" --no-control-socket \
@@ -89,19 +89,7 @@ run_wrk() { # <setup> <seconds> <out>
 }
 
 if [[ ${MODE:-wrk} == callgrind ]]; then
-    printf '%-10s %14s %10s %14s\n' setup instructions requests "instr/request" | tee "$OUT/summary.txt"
-    for s in "${SETUPS[@]}"; do
-        run_wrk "$s" 2 /dev/null
-        callgrind_control -z "${TPIDS[$s]}" >/dev/null
-        run_wrk "$s" "$DURATION" "$OUT/wrk-$s.txt"
-        callgrind_control -d "$s" "${TPIDS[$s]}" >/dev/null
-        sleep 1
-        requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-$s.txt")
-        dump=$(ls -t "$OUT"/callgrind-"$s".* | head -1)
-        total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
-        printf '%-10s %14s %10s %14.0f\n' "$s" "$total" "$requests" "$(echo "$total / $requests" | bc -l)" \
-            | tee -a "$OUT/summary.txt"
-    done
+    callgrind_per_route "" "$OUT" "${SETUPS[@]}"
     log "raw results in $OUT"
     exit 0
 fi

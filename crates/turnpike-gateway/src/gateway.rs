@@ -23,7 +23,7 @@ use crate::workers::Workers;
 
 /// Where access-log lines go.
 pub enum AccessLogSink {
-    /// Standard output (the default).
+    /// What the configuration says: `server.access_log.path`, else standard output (the default).
     Stdout,
     /// Any writer (tests capture lines this way).
     Writer(Box<dyn FnOnce() -> Box<dyn std::io::Write + Send> + Send>),
