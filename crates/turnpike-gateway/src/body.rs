@@ -131,7 +131,7 @@ impl Drop for ResponseBody {
             self.end();
         }
         if let Some(finish) = self.finish.take() {
-            crate::finish::run(*finish, self.bytes_out, !self.ended);
+            crate::finish::run(&finish, self.bytes_out, !self.ended);
         }
     }
 }

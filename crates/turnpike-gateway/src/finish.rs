@@ -1,5 +1,5 @@
 //! The `finish` phase: runs once per request, after the response is complete or abandoned — also after early
-//! answers and errors — and reports it: metrics, then the access log (spans join here).
+//! answers and errors — and reports it: metrics, the server span, then the access log.
 
 use std::sync::atomic::Ordering;
 
@@ -9,9 +9,10 @@ use turnpike_telemetry::metrics::RequestSample;
 
 use crate::body::Finish;
 
-/// Reports a finished request.
-pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
+/// Reports a finished request (by reference: the request context stays where it is, in its box).
+pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
     let Finish { cx, status, version, bytes_in, telemetry, log, metrics } = finish;
+    let (status, version) = (*status, *version);
     let duration = cx.start.elapsed();
     if let Some(metrics) = metrics {
         telemetry.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -27,7 +28,7 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
             trace_id: cx.trace.as_ref().and_then(|t| t.sampled_trace_id()),
         });
     }
-    crate::spans::end_server(&telemetry, &cx, status, protocol(version));
+    crate::spans::end_server(telemetry, cx, status, protocol(version));
     let Some(settings) = log else { return };
     let log = &telemetry.access_log;
     let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
@@ -59,7 +60,7 @@ pub(crate) fn run(finish: Finish, bytes_out: u64, aborted: bool) {
             consumer: cx.identity.as_ref().and_then(|i| i.consumer.as_ref()).map(|c| &*c.id),
             headers: &cx.log_headers,
         },
-        &settings,
+        settings,
     );
 }
 
