@@ -53,7 +53,7 @@ callgrind_per_route() {
 interleaved_rounds() {
     local round r f before after pid
     RESULTS="$OUT/results.tsv"
-    printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\n' >"$RESULTS"
+    printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\trequests\n' >"$RESULTS"
     for r in "$@"; do run_wrk "$r" "$WARMUP" /dev/null; done
     for round in $(seq 1 "$ROUNDS"); do
         for r in "$@"; do
@@ -63,10 +63,10 @@ interleaved_rounds() {
             f="$OUT/wrk-$round-$r.txt"
             run_wrk "$r" "$DURATION" "$f"
             after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-            printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$round" "$r" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
+            printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n' "$round" "$r" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
                 "$(awk '$1=="50%" {print $2}' "$f")" "$(awk '$1=="99%" {print $2}' "$f")" \
                 "$(echo "($after - $before) / $(getconf CLK_TCK)" | bc -l)" \
-                "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)" >>"$RESULTS"
+                "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)" "$(awk '/requests in/ {print $1}' "$f")" >>"$RESULTS"
             log "round $round $r: $(awk '/Requests\/sec/ {print $2}' "$f") req/s"
         done
     done

@@ -45,6 +45,13 @@ impl TraceId {
     pub fn to_hex(self) -> String {
         hex(&self.0)
     }
+
+    /// Lower-case hex, 32 digits, on the stack.
+    pub fn hex_digits(self) -> [u8; 32] {
+        let mut out = [0; 32];
+        write_hex(&mut out, &self.0);
+        out
+    }
 }
 
 impl SpanId {
@@ -56,6 +63,13 @@ impl SpanId {
     /// Lower-case hex, 16 characters.
     pub fn to_hex(self) -> String {
         hex(&self.0)
+    }
+
+    /// Lower-case hex, 16 digits, on the stack.
+    pub fn hex_digits(self) -> [u8; 16] {
+        let mut out = [0; 16];
+        write_hex(&mut out, &self.0);
+        out
     }
 }
 
@@ -109,27 +123,30 @@ impl SpanContext {
             }
         }
         if propagation.w3c {
-            let mut value = Vec::with_capacity(55);
-            value.extend_from_slice(b"00-");
-            push_hex(&mut value, &self.trace_id.0);
-            value.push(b'-');
-            push_hex(&mut value, &self.span_id.0);
-            value.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+            // `00-<trace id>-<span id>-<flags>`, built on the stack.
+            let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+            write_hex(&mut value[3..35], &self.trace_id.0);
+            write_hex(&mut value[36..52], &self.span_id.0);
+            value[54] = if self.sampled { b'1' } else { b'0' };
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
                 headers.insert(TRACEPARENT.clone(), value);
             }
             match &self.trace_state {
-                Some(state) => headers.insert(TRACESTATE.clone(), state.clone()),
-                None => headers.remove(&TRACESTATE),
-            };
+                Some(state) => {
+                    headers.insert(TRACESTATE.clone(), state.clone());
+                }
+                // A `tracestate` the caller sent without a usable `traceparent` belongs to no trace of ours.
+                None => {
+                    headers.remove(&TRACESTATE);
+                }
+            }
         }
         if propagation.b3 {
-            let mut value = Vec::with_capacity(51);
-            push_hex(&mut value, &self.trace_id.0);
-            value.push(b'-');
-            push_hex(&mut value, &self.span_id.0);
-            value.extend_from_slice(if self.sampled { b"-1" } else { b"-0" });
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+            let mut value = *b"00000000000000000000000000000000-0000000000000000-0";
+            write_hex(&mut value[..32], &self.trace_id.0);
+            write_hex(&mut value[33..49], &self.span_id.0);
+            value[50] = if self.sampled { b'1' } else { b'0' };
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
                 headers.insert(B3.clone(), value);
             }
         }
@@ -237,16 +254,17 @@ fn unhex<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xF)]);
+/// Writes two hex digits per byte of `bytes` into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xF)];
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
+    let mut out = vec![0; bytes.len() * 2];
+    write_hex(&mut out, bytes);
     String::from_utf8(out).unwrap_or_default()
 }
 

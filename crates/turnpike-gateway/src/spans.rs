@@ -48,7 +48,9 @@ pub(crate) struct Child {
 pub(crate) fn child(cx: &Cx, telemetry: &Telemetry) -> Option<Child> {
     let trace = cx.trace.as_ref()?;
     let recorded = trace.context.sampled && telemetry.tracer.is_some();
-    Some(Child { id: SpanId::random(), start: Instant::now(), recorded })
+    // The clock is read only for a span that will be recorded (the start of one that is not is never used).
+    let start = if recorded { Instant::now() } else { cx.start };
+    Some(Child { id: SpanId::random(), start, recorded })
 }
 
 /// Starts a child span only when it will be recorded (phases that propagate nothing).

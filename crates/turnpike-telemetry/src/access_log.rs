@@ -518,19 +518,22 @@ impl Write for StdoutLines {
 
 /// Formats one record as a JSON line (with the trailing newline), as `settings` say.
 pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
-    let mut w = Line { out, settings, first: true };
-    if settings.on(f::TIME) && w.wanted(f::TIME) == Some(true) {
+    let start = out.len();
+    out.reserve(512 + r.path.len() + r.host.map_or(0, str::len));
+    let mut w = Line { out, settings, keys: &KEYS };
+    if w.wanted(f::TIME) {
         w.out.push(b'"');
         crate::time::write_rfc3339_millis(w.out, now);
         w.out.push(b'"');
     }
-    w.str(f::REQUEST_ID, Some(r.request_id));
-    if w.wanted(f::CLIENT_ADDRESS) == Some(true) {
+    // Request ids, methods and protocols hold no character JSON escapes (their types refuse them).
+    w.plain(f::REQUEST_ID, r.request_id.as_bytes());
+    if w.wanted(f::CLIENT_ADDRESS) {
         w.out.push(b'"');
         write_ip(w.out, r.client);
         w.out.push(b'"');
     }
-    w.str(f::METHOD, Some(r.method));
+    w.plain(f::METHOD, r.method.as_bytes());
     w.str(f::SERVER_ADDRESS, r.host);
     w.str(f::URL_PATH, Some(r.path));
     if let Some(query) = r.query
@@ -539,12 +542,12 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
         let redacted = redact_query(query, &settings.secret_params);
         w.str(f::URL_QUERY, Some(&redacted));
     }
-    w.str(f::PROTOCOL_VERSION, Some(r.protocol));
+    w.plain(f::PROTOCOL_VERSION, r.protocol.as_bytes());
     w.str(f::LISTENER, Some(r.listener));
     w.str(f::ROUTE, r.route);
     w.str(f::UPSTREAM, r.upstream);
     if let Some(endpoint) = r.endpoint
-        && w.wanted(f::ENDPOINT) == Some(true)
+        && w.wanted(f::ENDPOINT)
     {
         w.out.push(b'"');
         if endpoint.is_ipv6() {
@@ -567,16 +570,21 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
     w.str(f::RATE_LIMIT_BY, r.rate_limit_by);
     w.str(f::ERROR_TYPE, r.error);
     if let Some((trace_id, span_id)) = r.trace {
-        w.str(f::TRACE_ID, Some(&trace_id.to_hex()));
-        w.str(f::SPAN_ID, Some(&span_id.to_hex()));
+        w.plain(f::TRACE_ID, &trace_id.hex_digits());
+        w.plain(f::SPAN_ID, &span_id.hex_digits());
     }
-    if r.aborted && w.wanted(f::ABORTED) == Some(true) {
+    if r.aborted && w.wanted(f::ABORTED) {
         w.out.extend_from_slice(b"true");
     }
     if settings.on(f::REQUEST_HEADERS) {
         for ((name, secret), value) in settings.headers.iter().zip(r.headers) {
             let Some(value) = value else { continue };
-            w.key_parts(names::REQUEST_HEADERS, name.as_str());
+            w.out.extend_from_slice(b",\"");
+            w.out.extend_from_slice(names::REQUEST_HEADERS.as_bytes());
+            w.out.push(b'.');
+            // A header name is lower-case ASCII without quotes.
+            w.out.extend_from_slice(name.as_str().as_bytes());
+            w.out.extend_from_slice(b"\":");
             if *secret || settings.masked(f::REQUEST_HEADERS) {
                 write_json_string(w.out, REDACTED);
             } else {
@@ -584,21 +592,30 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
             }
         }
     }
-    if w.first {
-        w.out.push(b'{');
+    // Every key was written with a leading comma: the first one's becomes the opening brace.
+    match out.get_mut(start) {
+        Some(comma) => *comma = b'{',
+        None => out.push(b'{'),
     }
-    w.out.extend_from_slice(b"}\n");
+    out.extend_from_slice(b"}\n");
 }
 
 /// An address without `fmt` (this runs for every line): IPv4 digit by digit, IPv6 through `Display`.
+#[inline]
 fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().iter().enumerate() {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(v6) => {
@@ -631,63 +648,55 @@ fn redact_query(query: &str, secret: &[String]) -> String {
 struct Line<'o, 's> {
     out: &'o mut Vec<u8>,
     settings: &'s LogSettings,
-    first: bool,
+    keys: &'static [String],
 }
 
 impl Line<'_, '_> {
-    fn key(&mut self, field: usize) {
-        // `,"name":` in one copy; the first key replaces its comma with the opening brace.
-        let key = KEYS[field].as_bytes();
-        if self.first {
-            self.first = false;
-            self.out.push(b'{');
-            self.out.extend_from_slice(&key[1..]);
-        } else {
-            self.out.extend_from_slice(key);
-        }
-    }
-
-    /// `prefix.suffix` as the key (the suffix, a header name, is already lower-case ASCII without quotes).
-    fn key_parts(&mut self, prefix: &str, suffix: &str) {
-        self.out.extend_from_slice(if self.first { b"{\"" } else { b",\"" });
-        self.first = false;
-        self.out.extend_from_slice(prefix.as_bytes());
-        self.out.push(b'.');
-        self.out.extend_from_slice(suffix.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    /// Writes the key of `field` if it is on, and `[REDACTED]` if it is masked; `Some(true)`: write the value.
-    fn wanted(&mut self, field: usize) -> Option<bool> {
+    /// Writes the key of `field` (`,"name":`) if it is on, and `[REDACTED]` if it is masked; true: write the value.
+    #[inline]
+    fn wanted(&mut self, field: usize) -> bool {
         if !self.settings.on(field) {
-            return None;
+            return false;
         }
-        let masked = self.settings.masked(field);
-        self.key(field);
-        if masked {
+        self.out.extend_from_slice(self.keys[field].as_bytes());
+        if self.settings.masked(field) {
             write_json_string(self.out, REDACTED);
+            return false;
         }
-        Some(!masked)
+        true
     }
 
+    #[inline]
     fn str(&mut self, field: usize, value: Option<&str>) {
         let Some(value) = value else { return };
-        if self.wanted(field) == Some(true) {
+        if self.wanted(field) {
             write_json_string(self.out, value);
         }
     }
 
+    /// A string value that needs no escaping.
+    #[inline]
+    fn plain(&mut self, field: usize, value: &[u8]) {
+        if self.wanted(field) {
+            self.out.push(b'"');
+            self.out.extend_from_slice(value);
+            self.out.push(b'"');
+        }
+    }
+
+    #[inline]
     fn int(&mut self, field: usize, value: Option<u64>) {
         let Some(value) = value else { return };
-        if self.wanted(field) == Some(true) {
+        if self.wanted(field) {
             self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         }
     }
 
+    #[inline]
     fn millis(&mut self, field: usize, value: Option<Duration>) {
         let Some(d) = value else { return };
-        if self.wanted(field) == Some(true) {
-            let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if self.wanted(field) {
+            let micros = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
             self.out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
             let frac = micros % 1000;
             self.out.extend_from_slice(&[
@@ -714,28 +723,72 @@ const ESCAPE: [bool; 256] = {
     table
 };
 
-/// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped. Runs of
-/// plain bytes are found with a table and copied whole.
+/// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped. Most
+/// values need no escaping: they are checked eight bytes at a time and copied whole.
+#[inline]
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut rest = s.as_bytes();
-    while let Some(i) = rest.iter().position(|&b| ESCAPE[usize::from(b)]) {
-        out.extend_from_slice(&rest[..i]);
-        match rest[i] {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
-            }
-        }
-        rest = &rest[i + 1..];
+    if needs_escaping(bytes) {
+        write_escaped(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
     }
-    out.extend_from_slice(rest);
     out.push(b'"');
+}
+
+/// The slow path of [`write_json_string`]: runs of plain bytes between the escaped ones.
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if ESCAPE[usize::from(b)] {
+            out.extend_from_slice(&bytes[start..i]);
+            escape(out, b);
+            start = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any byte of `bytes` is one [`ESCAPE`] marks.
+#[inline]
+fn needs_escaping(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = 0;
+    for chunk in &mut chunks {
+        found |= <[u8; 8]>::try_from(chunk).map_or(0, |c| escapes_in(u64::from_le_bytes(c)));
+    }
+    found != 0 || chunks.remainder().iter().any(|&b| ESCAPE[usize::from(b)])
+}
+
+/// Non-zero when a byte of `word` needs escaping (the high bit of the first such byte is set; bits above it may be
+/// set for bytes that do not).
+fn escapes_in(word: u64) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let below = |n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let equal = |c: u8| {
+        let x = word ^ (ONES * u64::from(c));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    below(0x20) | equal(b'"') | equal(b'\\') | equal(0x7f)
+}
+
+/// The escape sequence of one byte [`ESCAPE`] marks.
+fn escape(out: &mut Vec<u8>, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        b => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -785,6 +838,45 @@ mod tests {
         assert_eq!(v[names::TIME], "1970-01-01T00:00:00.000Z");
         assert_eq!(v[names::TRACE_ID], "ab".repeat(16));
         assert_eq!(v[names::SPAN_ID], "cd".repeat(8));
+    }
+
+    #[test]
+    fn every_byte_needing_escape_is_escaped_wherever_it_stands() {
+        // Byte by byte with the table: what the word-at-a-time scan must agree with.
+        fn reference(s: &str) -> Vec<u8> {
+            let mut out = vec![b'"'];
+            for &b in s.as_bytes() {
+                if ESCAPE[usize::from(b)] { escape(&mut out, b) } else { out.push(b) }
+            }
+            out.push(b'"');
+            out
+        }
+        let specials = ['\0', '\n', '\r', '\t', '\u{1b}', '\u{1f}', '"', '\\', '\u{7f}', ' ', '~', 'é', '\u{80}'];
+        for len in 0..20 {
+            for at in 0..len {
+                for special in specials {
+                    for background in ['a', ']', '\u{1f}'] {
+                        let s: String = (0..len)
+                            .map(|i| {
+                                if i == at {
+                                    special
+                                } else if i % 3 == 2 {
+                                    background
+                                } else {
+                                    'x'
+                                }
+                            })
+                            .collect();
+                        let mut out = Vec::new();
+                        write_json_string(&mut out, &s);
+                        assert_eq!(out, reference(&s), "{s:?}");
+                        assert!(!out[1..out.len() - 1].iter().any(|&b| b < 0x20 || b == 0x7f), "{s:?}");
+                        let back: String = serde_json::from_slice(&out).unwrap();
+                        assert_eq!(back, s);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -869,6 +961,22 @@ mod tests {
         assert_eq!(v[names::CLIENT_ADDRESS], REDACTED);
         assert_eq!(v[names::CONSUMER], REDACTED);
         assert_eq!(v[names::STATUS], 200);
+    }
+
+    #[test]
+    fn a_chosen_field_set_is_written_in_order_and_an_empty_one_is_an_empty_object() {
+        let only = |fields: &[&str]| {
+            let settings = LogSettings::new(Some(&strings(fields)), &[], &[], &[], &[], 1.0, 1.0).unwrap();
+            let mut out = Vec::new();
+            format_record(&mut out, &record(), SystemTime::UNIX_EPOCH, &settings);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(only(&[]), "{}\n");
+        assert_eq!(only(&["http.response.status_code"]), "{\"http.response.status_code\":200}\n");
+        assert_eq!(
+            only(&["http.response.status_code", "http.request.method", "time"]),
+            "{\"time\":\"1970-01-01T00:00:00.000Z\",\"http.request.method\":\"GET\",\"http.response.status_code\":200}\n"
+        );
     }
 
     #[test]

@@ -1,35 +1,51 @@
 //! RFC 3339 timestamps without a date-time dependency.
 
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Appends `now` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Appends `now` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. This runs for every access-log line: the date and time up to
+/// the second are formatted once per second and thread, then copied.
 pub(crate) fn write_rfc3339_millis(out: &mut Vec<u8>, now: SystemTime) {
+    thread_local! {
+        /// The last second formatted, and `YYYY-MM-DDTHH:MM:SS.`.
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
+    let secs = since.as_secs();
+    let prefix = SECOND.with(|cached| {
+        let (second, prefix) = cached.get();
+        if second == secs {
+            return prefix;
+        }
+        let prefix = format_second(secs);
+        cached.set((secs, prefix));
+        prefix
+    });
+    let ms = since.subsec_millis();
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the Unix epoch.
+fn format_second(secs: u64) -> [u8; 20] {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let ms = since.subsec_millis();
-    // Fixed-width digits by hand: this runs for every access-log line.
-    let digits = |out: &mut Vec<u8>, value: u64, width: u32| {
-        for i in (0..width).rev() {
-            out.push(b'0' + (value / 10u64.pow(i) % 10) as u8);
+    let mut out = *b"0000-00-00T00:00:00.";
+    let mut digits = |at: usize, value: u64, width: usize| {
+        let mut value = value;
+        for slot in out[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
         }
     };
-    digits(out, u64::try_from(y).unwrap_or(0), 4);
-    out.push(b'-');
-    digits(out, u64::from(m), 2);
-    out.push(b'-');
-    digits(out, u64::from(d), 2);
-    out.push(b'T');
-    digits(out, hh as u64, 2);
-    out.push(b':');
-    digits(out, mm as u64, 2);
-    out.push(b':');
-    digits(out, ss as u64, 2);
-    out.push(b'.');
-    digits(out, u64::from(ms), 3);
-    out.push(b'Z');
+    digits(0, u64::try_from(y).unwrap_or(0), 4);
+    digits(5, u64::from(m), 2);
+    digits(8, u64::from(d), 2);
+    digits(11, (rem / 3600) as u64, 2);
+    digits(14, (rem % 3600 / 60) as u64, 2);
+    digits(17, (rem % 60) as u64, 2);
+    out
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
@@ -59,5 +75,19 @@ mod tests {
         let mut out = Vec::new();
         write_rfc3339_millis(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day 2000
         assert_eq!(String::from_utf8(out).unwrap(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_cached_second_is_reused_only_within_that_second() {
+        let at = |ms: u64| {
+            let mut out = Vec::new();
+            write_rfc3339_millis(&mut out, UNIX_EPOCH + Duration::from_millis(ms));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(at(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
+        assert_eq!(at(1_700_000_000_999), "2023-11-14T22:13:20.999Z");
+        assert_eq!(at(1_700_000_001_000), "2023-11-14T22:13:21.000Z");
+        assert_eq!(at(1_699_999_999_500), "2023-11-14T22:13:19.500Z");
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -395,3 +395,43 @@ routes:
     assert!(redis.start_time_unix_nano >= limit.start_time_unix_nano);
     assert!(redis.end_time_unix_nano <= limit.end_time_unix_nano);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_out_when_a_batch_is_full_or_at_the_interval() {
+    let (collector, received) = grpc_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let yaml = |interval: &str| {
+        format!(
+            r#"
+server:
+  watch: false
+  tracing: {{ endpoint: "http://{}", max_batch: 4, interval: {interval} }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams: {{ app: {{ endpoints: ["{}"] }} }}
+routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
+"#,
+            collector.addr(),
+            upstream.addr()
+        )
+    };
+    // An hour's interval: only full batches of 4 go out (each request is a server and an attempt span).
+    let gw = TestGateway::start(&yaml("1h")).await;
+    let client = Client::h1();
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    }
+    spans_eventually(&received, 4).await;
+    assert_eq!(collector.requests().len(), 1, "one export of a full batch");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received.spans().len(), 4, "the last request's two spans wait for a batch to fill");
+    assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    spans_eventually(&received, 8).await;
+    assert_eq!(collector.requests().len(), 2);
+    drop(gw);
+
+    // A short interval sends what there is, a full batch or not.
+    let gw = TestGateway::start(&yaml("50ms")).await;
+    assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    spans_eventually(&received, 10).await;
+    assert_eq!(collector.requests().len(), 3);
+}

@@ -1,11 +1,13 @@
-//! Traces: spans finished on the request path are handed to a bounded queue (never waited on: a full queue drops
-//! and counts) and exported in batches over OTLP — gRPC or HTTP/protobuf — by a task of their own. A collector
-//! that is down, slow or refusing costs requests nothing: failed batches are dropped and counted.
+//! Traces: spans finished on the request path are pushed onto a bounded queue (never waited on: a full queue drops
+//! and counts) and exported in batches over OTLP — gRPC or HTTP/protobuf — by a task of their own. The exporter is
+//! woken only when a batch is full, or by its own interval: never once per span, which would cost every sampled
+//! request a cross-thread wake-up. A collector that is down, slow or refusing costs requests nothing: failed
+//! batches are dropped and counted.
 
 pub mod otlp;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use turnpike_core::trace::TraceId;
 
@@ -64,23 +66,49 @@ pub struct TraceStats {
 /// The request path's handle: record finished spans.
 #[derive(Debug, Clone)]
 pub struct Tracer {
-    tx: mpsc::Sender<otlp::Span>,
+    queue: Arc<Queue>,
     stats: Arc<TraceStats>,
+}
+
+/// Finished spans waiting for the exporter.
+#[derive(Debug)]
+struct Queue {
+    spans: Mutex<Vec<otlp::Span>>,
+    /// Spans held at most.
+    capacity: usize,
+    /// A batch is full: the exporter should not wait for its interval.
+    batch: usize,
+    full: Notify,
 }
 
 impl Tracer {
     /// Starts the exporter task on the current runtime.
     pub fn start(config: ExporterConfig) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::new()),
+            capacity: config.queue.max(1),
+            batch: config.max_batch.max(1),
+            full: Notify::new(),
+        });
         let stats = Arc::new(TraceStats::default());
-        let task = tokio::spawn(export_loop(rx, config, stats.clone()));
-        (Self { tx, stats }, task)
+        let task = tokio::spawn(export_loop(Arc::downgrade(&queue), config, stats.clone()));
+        (Self { queue, stats }, task)
     }
 
     /// Hands a finished span to the exporter; drops it (counted) when the queue is full.
     pub fn record(&self, span: otlp::Span) {
-        if self.tx.try_send(span).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let held = {
+            let mut spans = self.queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
+            if spans.len() >= self.queue.capacity {
+                drop(spans);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            spans.push(span);
+            spans.len()
+        };
+        if held == self.queue.batch {
+            self.queue.full.notify_one();
         }
     }
 
@@ -106,42 +134,66 @@ pub fn sample_by_ratio(trace_id: TraceId, ratio: f64) -> bool {
     (value as f64) < ratio * (1u64 << 56) as f64
 }
 
-async fn export_loop(mut rx: mpsc::Receiver<otlp::Span>, config: ExporterConfig, stats: Arc<TraceStats>) {
+/// Every `interval`, or as soon as a batch is full, exports what the queue holds, a batch at a time; ends (after a
+/// last export) when every [`Tracer`] is gone.
+async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stats: Arc<TraceStats>) {
     let resource =
         Resource { attributes: config.resource.iter().map(|(k, v)| KeyValue::string(k, v.clone())).collect() };
     let scope = InstrumentationScope { name: "turnpike".into(), version: env!("CARGO_PKG_VERSION").into() };
     let mut client = Client::default();
-    while let Some(first) = rx.recv().await {
-        let mut spans = vec![first];
-        let deadline = tokio::time::Instant::now() + config.interval;
-        while spans.len() < config.max_batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(span)) => spans.push(span),
-                Ok(None) | Err(_) => break,
+    let mut backlog = false;
+    loop {
+        let (spans, last) = {
+            let Some(queue) = queue.upgrade() else { return };
+            if !backlog {
+                let _ = tokio::time::timeout(config.interval, queue.full.notified()).await;
             }
-        }
-        let count = spans.len() as u64;
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(resource.clone()),
-                scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans }],
-            }],
+            let mut held = queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
+            let take = held.len().min(queue.batch);
+            let spans: Vec<otlp::Span> =
+                if take == held.len() { std::mem::take(&mut *held) } else { held.drain(..take).collect() };
+            // A full batch still waiting goes out next, without waiting for the interval.
+            backlog = held.len() >= queue.batch;
+            (spans, Arc::strong_count(&queue) == 1 && held.is_empty())
         };
-        let body = otlp::encode(&request);
-        match tokio::time::timeout(config.timeout, client.export(&config, body)).await {
-            Ok(Ok(())) => {
-                stats.exported.fetch_add(count, Ordering::Relaxed);
-            }
-            result => {
-                let error = match result {
-                    Ok(Err(err)) => err,
-                    _ => "timed out".to_string(),
-                };
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                stats.dropped.fetch_add(count, Ordering::Relaxed);
-                client.reset();
-                tracing::warn!(endpoint = %config.endpoint, error, spans = count, "trace export failed; spans dropped");
-            }
+        if !spans.is_empty() {
+            export_batch(&mut client, &config, &stats, &resource, &scope, spans).await;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+async fn export_batch(
+    client: &mut Client,
+    config: &ExporterConfig,
+    stats: &TraceStats,
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    spans: Vec<otlp::Span>,
+) {
+    let count = spans.len() as u64;
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans }],
+        }],
+    };
+    let body = otlp::encode(&request);
+    match tokio::time::timeout(config.timeout, client.export(config, body)).await {
+        Ok(Ok(())) => {
+            stats.exported.fetch_add(count, Ordering::Relaxed);
+        }
+        result => {
+            let error = match result {
+                Ok(Err(err)) => err,
+                _ => "timed out".to_string(),
+            };
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            stats.dropped.fetch_add(count, Ordering::Relaxed);
+            client.reset();
+            tracing::warn!(endpoint = %config.endpoint, error, spans = count, "trace export failed; spans dropped");
         }
     }
 }
