@@ -47,16 +47,22 @@ callgrind_per_route() {
 }
 
 # interleaved_rounds <route>...: a $WARMUP s warm-up per route, then $ROUNDS rounds of $DURATION s per route
-# (interleaved, so slow drifts of the machine hit every route alike) through the caller's `run_wrk`, with the
-# proxy's CPU time from /proc/$TPID (or /proc/${TPIDS[route]} when the caller runs one process per route).
+# (interleaved, so slow drifts of the machine hit every route alike, and rotated, so no route always runs first)
+# through the caller's `run_wrk`, with the proxy's CPU time from /proc/$TPID (or /proc/${TPIDS[route]} when the
+# caller runs one process per route).
 # Writes $OUT/results.tsv (what paired.py reads) and sets RESULTS to it.
 interleaved_rounds() {
     local round r f before after pid
     RESULTS="$OUT/results.tsv"
     printf 'round\troute\trps\tp50_ms\tp99_ms\tproxy_cpu_s\tnon2xx\trequests\n' >"$RESULTS"
     for r in "$@"; do run_wrk "$r" "$WARMUP" /dev/null; done
+    local routes=("$@") order i
     for round in $(seq 1 "$ROUNDS"); do
-        for r in "$@"; do
+        # Each round starts one route further along the list: no route always runs first (or right after the same
+        # neighbour), so what the position in a round does to a run falls on every route alike.
+        order=()
+        for i in "${!routes[@]}"; do order+=("${routes[$(((i + round - 1) % ${#routes[@]}))]}"); done
+        for r in "${order[@]}"; do
             pid=${TPID:-}
             if declare -p TPIDS >/dev/null 2>&1; then pid=${TPIDS[$r]}; fi
             before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
