@@ -115,6 +115,8 @@ pub struct Gateway {
     status: Mutex<ReloadStatus>,
     generation: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The span exporter and how long one export may take: at shutdown it sends what it holds before it ends.
+    exporter: Mutex<Option<(JoinHandle<()>, Duration)>>,
     admin: Mutex<Option<AdminServer>>,
 }
 
@@ -174,7 +176,7 @@ impl GatewayHandle {
         let (tracer, tracer_task) = match &snapshot.server.tracing {
             Some(tracing) => {
                 let (tracer, task) = Tracer::start(tracing.exporter.clone());
-                (Some(tracer), Some(task))
+                (Some(tracer), Some((task, tracing.exporter.timeout)))
             }
             None => (None, None),
         };
@@ -203,7 +205,8 @@ impl GatewayHandle {
                 loaded_at: std::time::SystemTime::now(),
             }),
             generation: AtomicU64::new(1),
-            tasks: Mutex::new(tracer_task.into_iter().collect()),
+            tasks: Mutex::new(Vec::new()),
+            exporter: Mutex::new(tracer_task),
             admin: Mutex::new(None),
         });
         {
@@ -388,6 +391,15 @@ impl GatewayHandle {
             gateway.telemetry.access_log.flush(Duration::from_secs(2));
         })
         .await;
+        // Every request has finished: the spans they recorded go to the collector, within one export's timeout.
+        let exporter = lock(&gw.exporter).take();
+        if let (Some(tracer), Some((mut task, timeout))) = (&gw.telemetry.tracer, exporter) {
+            tracer.close();
+            if tokio::time::timeout(timeout + Duration::from_millis(500), &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!("span exporter did not finish at shutdown; the spans it held are dropped");
+            }
+        }
         tracing::info!(cut = left, "gateway stopped");
         left
     }

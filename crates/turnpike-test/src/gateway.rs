@@ -14,11 +14,45 @@ pub struct TestGateway {
 }
 
 #[derive(Clone)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+struct SharedBuf {
+    log: Arc<Mutex<Vec<u8>>>,
+    gate: LogGate,
+}
+
+/// Holds the access-log writer in its `write` call until opened: a disk or pipe that stopped taking lines.
+#[derive(Clone, Default)]
+pub struct LogGate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl LogGate {
+    /// A gate that holds every write until [`open`](Self::open).
+    pub fn closed() -> Self {
+        Self::default()
+    }
+
+    fn open_now() -> Self {
+        let gate = Self::default();
+        gate.open();
+        gate
+    }
+
+    /// Lets the writer through, now and from now on.
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.0.1.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
 
 impl Write for SharedBuf {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.gate.wait();
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -34,8 +68,17 @@ impl TestGateway {
 
     /// Starts a gateway from `yaml` with `workers` worker threads, or says why it did not start.
     pub async fn try_start(yaml: &str, workers: usize) -> Result<Self, turnpike_gateway::StartError> {
+        Self::try_start_gated(yaml, workers, LogGate::open_now()).await
+    }
+
+    /// Starts a gateway whose access-log writer waits at `gate` before each write.
+    pub async fn start_with_log_gate(yaml: &str, gate: LogGate) -> Self {
+        Self::try_start_gated(yaml, 2, gate).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"))
+    }
+
+    async fn try_start_gated(yaml: &str, workers: usize, gate: LogGate) -> Result<Self, turnpike_gateway::StartError> {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = SharedBuf(log.clone());
+        let sink = SharedBuf { log: log.clone(), gate };
         let options = StartOptions {
             source: ConfigSource::text("test.yaml", yaml),
             workers: Some(workers),

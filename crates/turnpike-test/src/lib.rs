@@ -11,7 +11,7 @@ pub mod tls;
 
 pub use client::{Client, Reply};
 pub use dns::DnsServer;
-pub use gateway::TestGateway;
+pub use gateway::{LogGate, TestGateway};
 pub use mock::{MockReply, MockUpstream, Recorded};
 pub use raw::{RawConn, RawResponse};
 

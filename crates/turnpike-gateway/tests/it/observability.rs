@@ -464,3 +464,38 @@ async fn a_control_character_cannot_forge_a_log_line() {
     assert!(raw.lines().last().unwrap().contains("/api/after"));
     assert!(status == 400 || raw.lines().count() == 2, "the raw request was refused ({status}) or logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_writer_drops_and_counts_lines_and_holds_no_request() {
+    let mock = MockUpstream::start(upstream_handler).await;
+    let yaml = format!(
+        r#"
+server: {{ watch: false, admin: {{ address: 127.0.0.1:0 }}, access_log: {{ buffer: 4KiB }} }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams: {{ app: {{ endpoints: ["{}"] }} }}
+routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
+"#,
+        mock.addr()
+    );
+    // The writer blocks in its first write, as on a full disk or a pipe nobody reads.
+    let gate = turnpike_test::LogGate::closed();
+    let gw = TestGateway::start_with_log_gate(&yaml, gate.clone()).await;
+    let client = Client::h1();
+    const SENT: u64 = 300;
+    for i in 0..SENT {
+        assert_eq!(client.get(&gw.url(&format!("/api/items/{i}"))).await.status, 200, "request {i} was answered");
+    }
+    // A line is logged after its response's last byte: let the last one land.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let dropped = gw.handle.access_log_dropped();
+    // The buffers hold a few kilobytes: most lines cannot wait for the writer.
+    assert!(dropped >= SENT / 2, "dropped {dropped} of {SENT}");
+    assert_eq!(counter(&scrape(&gw).await, "turnpike_access_log_dropped_total", &[]), dropped as f64);
+
+    // The writer moves again: every line not dropped is written, whole.
+    gate.open();
+    let kept = gw.access_log((SENT - dropped) as usize).await;
+    assert_eq!(kept.len() as u64 + dropped, SENT, "each request is either written or counted as dropped");
+    assert!(kept.iter().all(|l| l["http.response.status_code"] == 200));
+    assert_eq!(gw.handle.access_log_dropped(), dropped, "nothing dropped once the writer keeps up");
+}

@@ -435,3 +435,34 @@ routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
     spans_eventually(&received, 10).await;
     assert_eq!(collector.requests().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_held_at_shutdown_reach_the_collector_before_the_gateway_stops() {
+    let (collector, received) = grpc_receiver().await;
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    let yaml = format!(
+        r#"
+server:
+  watch: false
+  tracing: {{ endpoint: "http://{}", max_batch: 100, interval: 1h }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams: {{ app: {{ endpoints: ["{}"] }} }}
+routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
+"#,
+        collector.addr(),
+        upstream.addr()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = Client::h1();
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(received.spans().is_empty(), "neither a full batch nor the interval yet");
+    assert_eq!(gw.shutdown().await, 0);
+    // Shutdown returned: the exporter has already sent what it held, in one export.
+    let spans = received.spans();
+    assert_eq!(spans.len(), 6, "a server and an attempt span per request");
+    assert_eq!(spans.iter().filter(|s| s.kind == SpanKind::Server as i32).count(), 3);
+    assert_eq!(collector.requests().len(), 1);
+}

@@ -6,7 +6,7 @@
 
 pub mod otlp;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -79,6 +79,8 @@ struct Queue {
     /// A batch is full: the exporter should not wait for its interval.
     batch: usize,
     full: Notify,
+    /// The process is stopping: send everything held, then end.
+    closing: AtomicBool,
 }
 
 impl Tracer {
@@ -89,6 +91,7 @@ impl Tracer {
             capacity: config.queue.max(1),
             batch: config.max_batch.max(1),
             full: Notify::new(),
+            closing: AtomicBool::new(false),
         });
         let stats = Arc::new(TraceStats::default());
         let task = tokio::spawn(export_loop(Arc::downgrade(&queue), config, stats.clone()));
@@ -110,6 +113,13 @@ impl Tracer {
         if held == self.queue.batch {
             self.queue.full.notify_one();
         }
+    }
+
+    /// Asks the exporter to send every span held now, without waiting for its interval, and then to end: the
+    /// process is stopping. Spans recorded after this may be lost.
+    pub fn close(&self) {
+        self.queue.closing.store(true, Ordering::Release);
+        self.queue.full.notify_one();
     }
 
     /// The exporter's counters.
@@ -135,7 +145,7 @@ pub fn sample_by_ratio(trace_id: TraceId, ratio: f64) -> bool {
 }
 
 /// Every `interval`, or as soon as a batch is full, exports what the queue holds, a batch at a time; ends (after a
-/// last export) when every [`Tracer`] is gone.
+/// last export) when every [`Tracer`] is gone or [`Tracer::close`] was called and the queue is empty.
 async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stats: Arc<TraceStats>) {
     let resource =
         Resource { attributes: config.resource.iter().map(|(k, v)| KeyValue::string(k, v.clone())).collect() };
@@ -152,9 +162,10 @@ async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stat
             let take = held.len().min(queue.batch);
             let spans: Vec<otlp::Span> =
                 if take == held.len() { std::mem::take(&mut *held) } else { held.drain(..take).collect() };
-            // A full batch still waiting goes out next, without waiting for the interval.
-            backlog = held.len() >= queue.batch;
-            (spans, Arc::strong_count(&queue) == 1 && held.is_empty())
+            let closing = queue.closing.load(Ordering::Acquire);
+            // A full batch still waiting goes out next, without waiting for the interval; when closing, any batch.
+            backlog = held.len() >= queue.batch || (closing && !held.is_empty());
+            (spans, (closing || Arc::strong_count(&queue) == 1) && held.is_empty())
         };
         if !spans.is_empty() {
             export_batch(&mut client, &config, &stats, &resource, &scope, spans).await;
