@@ -151,9 +151,48 @@ fn bit(field: &str) -> Option<u64> {
     FIELDS.iter().position(|f| *f == field).map(|i| 1u64 << i)
 }
 
-/// `,"<field>":` for every field of [`FIELDS`].
-static KEYS: std::sync::LazyLock<Vec<String>> =
-    std::sync::LazyLock::new(|| FIELDS.iter().map(|f| format!(",\"{f}\":")).collect());
+/// Bytes of all the keys `,"<field>":` of [`FIELDS`] together.
+const KEYS_LEN: usize = {
+    let mut len = 0;
+    let mut i = 0;
+    while i < FIELDS.len() {
+        len += FIELDS[i].len() + 4;
+        i += 1;
+    }
+    len
+};
+
+/// `,"<field>":` for every field of [`FIELDS`], one after the other, and where each one starts. Built at compile
+/// time, so a key written for a known field is a copy of known length (a few moves, no `memcpy` call).
+const KEYS: ([u8; KEYS_LEN], [usize; FIELDS.len() + 1]) = {
+    let mut bytes = [0u8; KEYS_LEN];
+    let mut starts = [0usize; FIELDS.len() + 1];
+    let mut at = 0;
+    let mut i = 0;
+    while i < FIELDS.len() {
+        starts[i] = at;
+        let name = FIELDS[i].as_bytes();
+        bytes[at] = b',';
+        bytes[at + 1] = b'"';
+        let mut j = 0;
+        while j < name.len() {
+            bytes[at + 2 + j] = name[j];
+            j += 1;
+        }
+        bytes[at + 2 + name.len()] = b'"';
+        bytes[at + 3 + name.len()] = b':';
+        at += name.len() + 4;
+        i += 1;
+    }
+    starts[FIELDS.len()] = at;
+    (bytes, starts)
+};
+
+/// The key `,"<field>":` of the field at `field` in [`FIELDS`].
+#[inline(always)]
+fn key(field: usize) -> &'static [u8] {
+    &KEYS.0[KEYS.1[field]..KEYS.1[field + 1]]
+}
 
 /// Positions in [`FIELDS`] (the writer tests bits, never names).
 mod f {
@@ -520,7 +559,7 @@ impl Write for StdoutLines {
 pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
     let start = out.len();
     out.reserve(512 + r.path.len() + r.host.map_or(0, str::len));
-    let mut w = Line { out, settings, keys: &KEYS };
+    let mut w = Line { out, settings };
     if w.wanted(f::TIME) {
         w.out.push(b'"');
         crate::time::write_rfc3339_millis(w.out, now);
@@ -555,7 +594,7 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
         }
         write_ip(w.out, endpoint.ip());
         w.out.extend_from_slice(if endpoint.is_ipv6() { b"]:" } else { b":" });
-        w.out.extend_from_slice(itoa::Buffer::new().format(endpoint.port()).as_bytes());
+        write_u64(w.out, u64::from(endpoint.port()));
         w.out.push(b'"');
     }
     w.int(f::ATTEMPTS, (r.attempts > 0).then_some(u64::from(r.attempts)));
@@ -600,27 +639,60 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
     out.extend_from_slice(b"}\n");
 }
 
-/// An address without `fmt` (this runs for every line): IPv4 digit by digit, IPv6 through `Display`.
+/// An address without `fmt` (this runs for every line): IPv4 through a table of octets, IPv6 through `Display`.
 #[inline]
 fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
+            // Each octet's digits and a dot, copied four bytes at a time; the last dot is cut.
+            let mut text = [0u8; 16];
+            let mut len = 0;
+            for octet in v4.octets() {
+                let (digits, n) = OCTETS[usize::from(octet)];
+                text[len..len + 4].copy_from_slice(&digits);
+                len += n;
             }
+            out.extend_from_slice(&text[..len - 1]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
+    }
+}
+
+/// Every octet's decimal digits followed by a dot (padded to four bytes), and how many of those bytes count.
+const OCTETS: [([u8; 4], usize); 256] = {
+    let mut table = [([0u8; 4], 0usize); 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        table[i] = if o >= 100 {
+            ([b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, b'.'], 4)
+        } else if o >= 10 {
+            ([b'0' + o / 10, b'0' + o % 10, b'.', 0], 3)
+        } else {
+            ([b'0' + o, b'.', 0, 0], 2)
+        };
+        i += 1;
+    }
+    table
+};
+
+/// A number in decimal; the small ones (status codes, attempts, most sizes and milliseconds) as copies of known
+/// length.
+#[inline(always)]
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    let d = |n: u64| b'0' + (n % 10) as u8;
+    if v < 10 {
+        out.push(d(v));
+    } else if v < 100 {
+        out.extend_from_slice(&[d(v / 10), d(v)]);
+    } else if v < 1000 {
+        out.extend_from_slice(&[d(v / 100), d(v / 10), d(v)]);
+    } else if v < 10_000 {
+        out.extend_from_slice(&[d(v / 1000), d(v / 100), d(v / 10), d(v)]);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 }
 
@@ -648,17 +720,16 @@ fn redact_query(query: &str, secret: &[String]) -> String {
 struct Line<'o, 's> {
     out: &'o mut Vec<u8>,
     settings: &'s LogSettings,
-    keys: &'static [String],
 }
 
 impl Line<'_, '_> {
     /// Writes the key of `field` (`,"name":`) if it is on, and `[REDACTED]` if it is masked; true: write the value.
-    #[inline]
+    #[inline(always)]
     fn wanted(&mut self, field: usize) -> bool {
         if !self.settings.on(field) {
             return false;
         }
-        self.out.extend_from_slice(self.keys[field].as_bytes());
+        self.out.extend_from_slice(key(field));
         if self.settings.masked(field) {
             write_json_string(self.out, REDACTED);
             return false;
@@ -666,7 +737,7 @@ impl Line<'_, '_> {
         true
     }
 
-    #[inline]
+    #[inline(always)]
     fn str(&mut self, field: usize, value: Option<&str>) {
         let Some(value) = value else { return };
         if self.wanted(field) {
@@ -675,7 +746,7 @@ impl Line<'_, '_> {
     }
 
     /// A string value that needs no escaping.
-    #[inline]
+    #[inline(always)]
     fn plain(&mut self, field: usize, value: &[u8]) {
         if self.wanted(field) {
             self.out.push(b'"');
@@ -684,20 +755,20 @@ impl Line<'_, '_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn int(&mut self, field: usize, value: Option<u64>) {
         let Some(value) = value else { return };
         if self.wanted(field) {
-            self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+            write_u64(self.out, value);
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn millis(&mut self, field: usize, value: Option<Duration>) {
         let Some(d) = value else { return };
         if self.wanted(field) {
             let micros = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
-            self.out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+            write_u64(self.out, micros / 1000);
             let frac = micros % 1000;
             self.out.extend_from_slice(&[
                 b'.',
@@ -725,7 +796,7 @@ const ESCAPE: [bool; 256] = {
 
 /// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped. Most
 /// values need no escaping: they are checked eight bytes at a time and copied whole.
-#[inline]
+#[inline(always)]
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
@@ -876,6 +947,28 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn numbers_addresses_and_keys_are_written_as_fmt_would() {
+        for v in (0..=20_000u64).chain([99_999, 100_000, 1 << 40, u64::MAX]) {
+            let mut out = Vec::new();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        for a in 0..=255u8 {
+            for ip in [std::net::Ipv4Addr::new(a, 0, 255 - a, a / 3), std::net::Ipv4Addr::new(9, a, 10, 100)] {
+                let mut out = Vec::new();
+                write_ip(&mut out, IpAddr::V4(ip));
+                assert_eq!(out, ip.to_string().as_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        write_ip(&mut out, "2001:db8::1".parse().unwrap());
+        assert_eq!(out, b"2001:db8::1");
+        for (i, name) in FIELDS.iter().enumerate() {
+            assert_eq!(key(i), format!(",\"{name}\":").as_bytes());
         }
     }
 
