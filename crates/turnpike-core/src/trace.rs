@@ -99,25 +99,19 @@ impl SpanContext {
     /// The caller's span, from the headers `propagation` reads (W3C first); `None` when absent or malformed
     /// (a malformed context starts a new trace, as the W3C spec asks).
     pub fn extract(headers: &HeaderMap, propagation: Propagation) -> Option<Self> {
-        if propagation.w3c
-            && let Some(mut ctx) = headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()))
-        {
-            ctx.trace_state = headers.get(&TRACESTATE).filter(|v| !v.is_empty() && v.len() <= MAX_TRACESTATE).cloned();
-            return Some(ctx);
-        }
-        if propagation.b3 {
-            if let Some(single) = headers.get(&B3) {
-                return parse_b3_single(single.as_bytes());
-            }
-            return parse_b3_multi(headers);
-        }
-        None
+        Incoming::scan(headers, propagation).caller
     }
 
     /// Writes this context into a request going upstream, replacing the trace headers of the formats
     /// `propagation` speaks (headers of a format it does not speak pass through, like any other header).
     pub fn inject(&self, headers: &mut HeaderMap, propagation: Propagation) {
-        if propagation.b3 {
+        self.write(headers, propagation, true);
+    }
+
+    /// [`inject`](Self::inject), with `stale`: whether the request may carry trace headers this context does not
+    /// overwrite (a `tracestate` with no usable `traceparent`, `X-B3-*`). When it does not, nothing is removed.
+    fn write(&self, headers: &mut HeaderMap, propagation: Propagation, stale: bool) {
+        if propagation.b3 && stale {
             for name in [&X_B3_TRACEID, &X_B3_SPANID, &X_B3_PARENTSPANID, &X_B3_SAMPLED, &X_B3_FLAGS] {
                 headers.remove(name);
             }
@@ -136,9 +130,10 @@ impl SpanContext {
                     headers.insert(TRACESTATE.clone(), state.clone());
                 }
                 // A `tracestate` the caller sent without a usable `traceparent` belongs to no trace of ours.
-                None => {
+                None if stale => {
                     headers.remove(&TRACESTATE);
                 }
+                None => {}
             }
         }
         if propagation.b3 {
@@ -153,6 +148,48 @@ impl SpanContext {
     }
 }
 
+/// What a request carries of the trace formats the gateway reads, found in one pass over its headers (a lookup
+/// by name hashes the name; a pass over a request's few headers compares lengths).
+#[derive(Debug, Clone, Default)]
+pub struct Incoming {
+    /// The caller's span, when the request carries a usable one.
+    pub caller: Option<SpanContext>,
+    /// Whether the request carries trace headers that writing a new context does not overwrite: a `tracestate`
+    /// that is not the caller's (no usable `traceparent`, or over the size limit), `X-B3-*` when B3 is read.
+    pub stale: bool,
+}
+
+impl Incoming {
+    /// Reads the headers `propagation` speaks (W3C first).
+    pub fn scan(headers: &HeaderMap, propagation: Propagation) -> Self {
+        let (mut parent, mut state, mut single, mut multi) = (None, None, None, false);
+        if propagation.w3c || propagation.b3 {
+            for (name, value) in headers {
+                // The first value of each, as `HeaderMap::get` reads it.
+                if propagation.w3c && *name == TRACEPARENT {
+                    parent = parent.or(Some(value));
+                } else if propagation.w3c && *name == TRACESTATE {
+                    state = state.or(Some(value));
+                } else if propagation.b3 && *name == B3 {
+                    single = single.or(Some(value));
+                } else if propagation.b3 && name.as_str().starts_with("x-b3-") {
+                    multi = true;
+                }
+            }
+        }
+        let mut caller = parent.and_then(|v| parse_traceparent(v.as_bytes()));
+        if let Some(ctx) = &mut caller {
+            ctx.trace_state = state.filter(|v| !v.is_empty() && v.len() <= MAX_TRACESTATE).cloned();
+        } else if let Some(single) = single {
+            caller = parse_b3_single(single.as_bytes());
+        } else if multi {
+            caller = parse_b3_multi(headers);
+        }
+        let stale_state = state.is_some() && caller.as_ref().is_none_or(|c| c.trace_state.is_none());
+        Self { caller, stale: stale_state || multi }
+    }
+}
+
 /// A request's trace as the gateway records it: the server span's context, the caller's span it continues, and
 /// when it started.
 #[derive(Debug, Clone)]
@@ -163,12 +200,19 @@ pub struct RequestTrace {
     pub parent: Option<SpanId>,
     /// When the request arrived, ns since the Unix epoch (spans are timed from here with the monotonic clock).
     pub start_unix_nanos: u64,
+    /// The request carries trace headers that [`inject`](Self::inject) must remove ([`Incoming::stale`]).
+    pub stale_headers: bool,
 }
 
 impl RequestTrace {
     /// The context to send upstream for a new child span `span_id` of the server span.
     pub fn child(&self, span_id: SpanId) -> SpanContext {
         SpanContext { span_id, ..self.context.clone() }
+    }
+
+    /// Writes the context of child span `span_id` into the request going upstream (see [`SpanContext::inject`]).
+    pub fn inject(&self, span_id: SpanId, headers: &mut HeaderMap, propagation: Propagation) {
+        self.child(span_id).write(headers, propagation, self.stale_headers);
     }
 
     /// The trace id, when the trace is recorded (for exemplars and the access log).
@@ -304,6 +348,60 @@ mod tests {
         without_state.trace_state = None;
         without_state.inject(&mut out, W3C);
         assert!(out.get("tracestate").is_none(), "a tracestate without its traceparent is not passed on");
+    }
+
+    #[test]
+    fn one_pass_finds_what_must_be_removed_upstream_and_only_that() {
+        let trace = |h: &HeaderMap, p: Propagation| {
+            let incoming = Incoming::scan(h, p);
+            let context = incoming.caller.clone().unwrap_or(SpanContext {
+                trace_id: TraceId::random(),
+                span_id: SpanId::random(),
+                sampled: false,
+                trace_state: None,
+            });
+            let stale_headers = incoming.stale;
+            (incoming, RequestTrace { context, parent: None, start_unix_nanos: 0, stale_headers })
+        };
+        let parent = ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        // Nothing to remove: no trace headers, or a caller's context with its state.
+        for h in [headers(&[("host", "a"), ("accept", "*/*")]), headers(&[parent, ("tracestate", "k=v")])] {
+            let (incoming, t) = trace(&h, BOTH);
+            assert!(!incoming.stale, "{h:?}");
+            let mut out = h.clone();
+            t.inject(SpanId::random(), &mut out, BOTH);
+            assert_eq!(out.get("tracestate"), h.get("tracestate"));
+        }
+        // A tracestate with no usable traceparent, or one over the limit, is not the caller's: removed.
+        let long = "k=".to_string() + &"v".repeat(MAX_TRACESTATE);
+        for h in [
+            headers(&[("tracestate", "k=v")]),
+            headers(&[("traceparent", "junk"), ("tracestate", "k=v")]),
+            headers(&[parent, ("tracestate", long.as_str())]),
+        ] {
+            let (incoming, t) = trace(&h, W3C);
+            assert!(incoming.stale, "{h:?}");
+            let mut out = h.clone();
+            t.inject(SpanId::random(), &mut out, W3C);
+            assert!(out.get("tracestate").is_none(), "{out:?}");
+            assert!(out.get("traceparent").is_some_and(|v| v.len() == 55));
+        }
+        // X-B3-* headers: read and replaced when B3 is spoken, passed through when not.
+        let h = headers(&[("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), ("x-b3-spanid", "00f067aa0ba902b7")]);
+        let (incoming, t) = trace(&h, BOTH);
+        assert!(incoming.stale && incoming.caller.is_some());
+        let mut out = h.clone();
+        t.inject(SpanId::random(), &mut out, BOTH);
+        assert!(out.get("x-b3-traceid").is_none() && out.get("b3").is_some());
+        let (incoming, t) = trace(&h, W3C);
+        assert!(!incoming.stale && incoming.caller.is_none());
+        let mut out = h.clone();
+        t.inject(SpanId::random(), &mut out, W3C);
+        assert_eq!(out["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        // Of two traceparents, the first is read, as a lookup by name would.
+        let mut two = headers(&[parent]);
+        two.append("traceparent", HeaderValue::from_static("junk"));
+        assert_eq!(Incoming::scan(&two, W3C).caller.unwrap().span_id.to_hex(), "00f067aa0ba902b7");
     }
 
     #[test]

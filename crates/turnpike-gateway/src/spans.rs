@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 use turnpike_core::Cx;
-use turnpike_core::trace::{RequestTrace, SpanContext, SpanId, TraceId};
+use turnpike_core::trace::{Incoming, RequestTrace, SpanContext, SpanId, TraceId};
 use turnpike_telemetry::trace::otlp::{self, KeyValue};
 use turnpike_telemetry::trace::sample_by_ratio;
 
@@ -16,7 +16,7 @@ use crate::telemetry::Telemetry;
 
 /// The trace of a request that just arrived.
 pub(crate) fn begin(headers: &http::HeaderMap, settings: &TracingSettings) -> RequestTrace {
-    let caller = SpanContext::extract(headers, settings.propagation);
+    let Incoming { caller, stale } = Incoming::scan(headers, settings.propagation);
     let (trace_id, sampled, trace_state, parent) = match caller {
         Some(c) => (c.trace_id, c.sampled, c.trace_state, Some(c.span_id)),
         None => {
@@ -29,6 +29,7 @@ pub(crate) fn begin(headers: &http::HeaderMap, settings: &TracingSettings) -> Re
         context: SpanContext { trace_id, span_id: SpanId::random(), sampled, trace_state },
         parent,
         start_unix_nanos,
+        stale_headers: stale,
     }
 }
 

@@ -174,7 +174,7 @@ pub(crate) async fn forward(
         let mut req = req;
         let attempt_span = crate::spans::child(cx, &conn.gateway.telemetry);
         if let (Some(span), Some(trace), Some(tracing)) = (&attempt_span, &cx.trace, &snap.server.tracing) {
-            trace.child(span.id).inject(req.headers_mut(), tracing.propagation);
+            trace.inject(span.id, req.headers_mut(), tracing.propagation);
         }
         let method = attempt_span.as_ref().filter(|s| s.recorded).map(|_| req.method().clone());
         let sent = if attempt == 1 { start } else { Instant::now() };

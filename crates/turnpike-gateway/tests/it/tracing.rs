@@ -466,3 +466,30 @@ routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
     assert_eq!(spans.iter().filter(|s| s.kind == SpanKind::Server as i32).count(), 3);
     assert_eq!(collector.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracestate_without_its_traceparent_is_not_passed_upstream() {
+    let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
+    // W3C only; no exporter needed to propagate.
+    let gw = TestGateway::start(&config(upstream.addr(), "endpoint: \"http://127.0.0.1:9\", sample_ratio: 0")).await;
+    let client = Client::h1();
+    let stray = Request::get(gw.url("/api/items"))
+        .header("tracestate", "vendor=stale")
+        .header("x-b3-sampled", "1")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(client.send(stray).await.status, 200);
+    let too_long = Request::get(gw.url("/api/items"))
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+        .header("tracestate", format!("k={}", "v".repeat(600)))
+        .body(full(""))
+        .unwrap();
+    assert_eq!(client.send(too_long).await.status, 200);
+    let seen = upstream.requests();
+    assert!(seen[0].headers.get("tracestate").is_none(), "{:?}", seen[0].headers);
+    assert!(seen[0].headers.get("traceparent").is_some_and(|v| v.len() == 55));
+    assert_eq!(seen[0].headers.get("x-b3-sampled").unwrap(), "1", "B3 is not spoken: its headers pass through");
+    assert!(seen[1].headers.get("tracestate").is_none(), "over the size limit: dropped, {:?}", seen[1].headers);
+    let parent = seen[1].headers.get("traceparent").unwrap().to_str().unwrap();
+    assert!(parent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "the caller's trace continues: {parent}");
+}
