@@ -396,24 +396,30 @@ routes:
     assert!(redis.end_time_unix_nano <= limit.end_time_unix_nano);
 }
 
+/// One route to `upstream`, spans exported to `collector` in batches of `max_batch` or every `interval`.
+fn batched(
+    collector: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    max_batch: usize,
+    interval: &str,
+) -> String {
+    format!(
+        r#"
+server:
+  watch: false
+  tracing: {{ endpoint: "http://{collector}", max_batch: {max_batch}, interval: {interval} }}
+listeners: [{{ name: public, address: 127.0.0.1:0 }}]
+upstreams: {{ app: {{ endpoints: ["{upstream}"] }} }}
+routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
+"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_out_when_a_batch_is_full_or_at_the_interval() {
     let (collector, received) = grpc_receiver().await;
     let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
-    let yaml = |interval: &str| {
-        format!(
-            r#"
-server:
-  watch: false
-  tracing: {{ endpoint: "http://{}", max_batch: 4, interval: {interval} }}
-listeners: [{{ name: public, address: 127.0.0.1:0 }}]
-upstreams: {{ app: {{ endpoints: ["{}"] }} }}
-routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
-"#,
-            collector.addr(),
-            upstream.addr()
-        )
-    };
+    let yaml = |interval: &str| batched(collector.addr(), upstream.addr(), 4, interval);
     // An hour's interval: only full batches of 4 go out (each request is a server and an attempt span).
     let gw = TestGateway::start(&yaml("1h")).await;
     let client = Client::h1();
@@ -440,19 +446,7 @@ routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
 async fn spans_held_at_shutdown_reach_the_collector_before_the_gateway_stops() {
     let (collector, received) = grpc_receiver().await;
     let upstream = MockUpstream::start(|_| MockReply::text(200, "ok")).await;
-    let yaml = format!(
-        r#"
-server:
-  watch: false
-  tracing: {{ endpoint: "http://{}", max_batch: 100, interval: 1h }}
-listeners: [{{ name: public, address: 127.0.0.1:0 }}]
-upstreams: {{ app: {{ endpoints: ["{}"] }} }}
-routes: [{{ id: api, match: {{ prefix: /api }}, upstream: app }}]
-"#,
-        collector.addr(),
-        upstream.addr()
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = TestGateway::start(&batched(collector.addr(), upstream.addr(), 100, "1h")).await;
     let client = Client::h1();
     for _ in 0..3 {
         assert_eq!(client.get(&gw.url("/api/items")).await.status, 200);
