@@ -96,12 +96,6 @@ pub struct SpanContext {
 }
 
 impl SpanContext {
-    /// The caller's span, from the headers `propagation` reads (W3C first); `None` when absent or malformed
-    /// (a malformed context starts a new trace, as the W3C spec asks).
-    pub fn extract(headers: &HeaderMap, propagation: Propagation) -> Option<Self> {
-        Incoming::scan(headers, propagation).caller
-    }
-
     /// Writes this context into a request going upstream, replacing the trace headers of the formats
     /// `propagation` speaks (headers of a format it does not speak pass through, like any other header).
     pub fn inject(&self, headers: &mut HeaderMap, propagation: Propagation) {
@@ -152,7 +146,8 @@ impl SpanContext {
 /// by name hashes the name; a pass over a request's few headers compares lengths).
 #[derive(Debug, Clone, Default)]
 pub struct Incoming {
-    /// The caller's span, when the request carries a usable one.
+    /// The caller's span, from the headers `propagation` reads (W3C first); `None` when absent or malformed (a
+    /// malformed context starts a new trace, as the W3C spec asks).
     pub caller: Option<SpanContext>,
     /// Whether the request carries trace headers that writing a new context does not overwrite: a `tracestate`
     /// that is not the caller's (no usable `traceparent`, or over the size limit), `X-B3-*` when B3 is read.
@@ -333,7 +328,7 @@ mod tests {
             ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             ("tracestate", "congo=t61rcWkgMzE"),
         ]);
-        let ctx = SpanContext::extract(&h, W3C).unwrap();
+        let ctx = Incoming::scan(&h, W3C).caller.unwrap();
         assert_eq!(ctx.trace_id.to_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ctx.span_id.to_hex(), "00f067aa0ba902b7");
         assert!(ctx.sampled);
@@ -414,19 +409,19 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", // extra on version 00
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  // short
         ] {
-            assert!(SpanContext::extract(&headers(&[("traceparent", bad)]), W3C).is_none(), "{bad}");
+            assert!(Incoming::scan(&headers(&[("traceparent", bad)]), W3C).caller.is_none(), "{bad}");
         }
         // A later version may add fields.
         let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
-        let ctx = SpanContext::extract(&headers(&[("traceparent", future)]), W3C).unwrap();
+        let ctx = Incoming::scan(&headers(&[("traceparent", future)]), W3C).caller.unwrap();
         assert!(!ctx.sampled);
     }
 
     #[test]
     fn reads_b3_single_and_multiple_headers_when_enabled() {
         let single = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")]);
-        assert!(SpanContext::extract(&single, W3C).is_none(), "b3 is off");
-        let ctx = SpanContext::extract(&single, BOTH).unwrap();
+        assert!(Incoming::scan(&single, W3C).caller.is_none(), "b3 is off");
+        let ctx = Incoming::scan(&single, BOTH).caller.unwrap();
         assert_eq!(ctx.trace_id.to_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
         assert_eq!(ctx.span_id.to_hex(), "e457b5a2e4d86bd1");
         let multi = headers(&[
@@ -434,7 +429,7 @@ mod tests {
             ("x-b3-spanid", "e457b5a2e4d86bd1"),
             ("x-b3-sampled", "0"),
         ]);
-        let ctx = SpanContext::extract(&multi, BOTH).unwrap();
+        let ctx = Incoming::scan(&multi, BOTH).caller.unwrap();
         assert_eq!(ctx.trace_id.to_hex(), "000000000000000064fe8b2a57d3eff7");
         assert!(!ctx.sampled);
         let mut out = HeaderMap::new();
