@@ -296,10 +296,20 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Writes two hex digits per byte of `bytes` into `out` (twice as long).
 fn write_hex(out: &mut [u8], bytes: &[u8]) {
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xF)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
+
+/// The two lower-case hex digits of every byte (ids are written for every traced request, some twice).
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0xF]];
+        i += 1;
+    }
+    table
+};
 
 fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0; bytes.len() * 2];

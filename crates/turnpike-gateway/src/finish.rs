@@ -13,7 +13,9 @@ use crate::body::Finish;
 pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
     let Finish { cx, status, version, bytes_in, telemetry, log, metrics } = finish;
     let (status, version) = (*status, *version);
-    let duration = cx.start.elapsed();
+    // One clock read: the duration, and (placed on the wall clock) the access log's `time`.
+    let end = tokio::time::Instant::now();
+    let duration = end.saturating_duration_since(cx.start);
     if let Some(metrics) = metrics {
         telemetry.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics.record(&RequestSample {
@@ -31,13 +33,12 @@ pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
     crate::spans::end_server(telemetry, cx, status, protocol(version));
     let Some(settings) = log else { return };
     let log = &telemetry.access_log;
-    let host = cx.host.as_ref().and_then(|h| h.to_str().ok());
     log.log(
         &AccessRecord {
             request_id: cx.request_id.as_str(),
             client: cx.client_ip,
             method: cx.method.as_str(),
-            host,
+            host: cx.host.as_ref().map(http::HeaderValue::as_bytes),
             path: cx.uri.path(),
             protocol: protocol(version),
             listener: &cx.peer.listener,
@@ -49,6 +50,7 @@ pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
             bytes_in: bytes_in.get(),
             bytes_out,
             duration,
+            end,
             upstream_duration: cx.upstream_duration,
             retry_stopped: cx.retry_stopped,
             rate_limit: cx.rate_limit,

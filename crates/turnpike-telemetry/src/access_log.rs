@@ -28,8 +28,8 @@ pub struct AccessRecord<'a> {
     pub client: IpAddr,
     /// The request method.
     pub method: &'a str,
-    /// The host the client addressed.
-    pub host: Option<&'a str>,
+    /// The host the client addressed (a header's bytes: obs-text is written as U+FFFD).
+    pub host: Option<&'a [u8]>,
     /// The normalized path, without the query.
     pub path: &'a str,
     /// `1.1` or `2`.
@@ -52,6 +52,8 @@ pub struct AccessRecord<'a> {
     pub bytes_out: u64,
     /// Arrival to last byte.
     pub duration: Duration,
+    /// When the last byte went (or the client left), on the monotonic clock: the line's `time`.
+    pub end: tokio::time::Instant,
     /// Sending upstream to the response head.
     pub upstream_duration: Option<Duration>,
     /// Why retrying stopped early, if it did.
@@ -485,7 +487,7 @@ impl AccessLog {
         if buffer.capacity() == 0 {
             buffer.reserve(64 * 1024);
         }
-        format_record(&mut buffer, record, SystemTime::now(), settings);
+        format_record(&mut buffer, record, crate::time::wall_clock(record.end), settings);
     }
 }
 
@@ -558,11 +560,11 @@ impl Write for StdoutLines {
 /// Formats one record as a JSON line (with the trailing newline), as `settings` say.
 pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
     let start = out.len();
-    out.reserve(512 + r.path.len() + r.host.map_or(0, str::len));
+    out.reserve(512 + r.path.len() + r.host.map_or(0, <[u8]>::len));
     let mut w = Line { out, settings };
     if w.wanted(f::TIME) {
         w.out.push(b'"');
-        crate::time::write_rfc3339_millis(w.out, now);
+        w.out.extend_from_slice(&crate::time::rfc3339_millis(now));
         w.out.push(b'"');
     }
     // Request ids, methods and protocols hold no character JSON escapes (their types refuse them).
@@ -574,17 +576,17 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
     }
     w.plain(f::METHOD, r.method.as_bytes());
     w.str(f::SERVER_ADDRESS, r.host);
-    w.str(f::URL_PATH, Some(r.path));
+    w.str(f::URL_PATH, Some(r.path.as_bytes()));
     if let Some(query) = r.query
         && settings.on(f::URL_QUERY)
     {
         let redacted = redact_query(query, &settings.secret_params);
-        w.str(f::URL_QUERY, Some(&redacted));
+        w.str(f::URL_QUERY, Some(redacted.as_bytes()));
     }
     w.plain(f::PROTOCOL_VERSION, r.protocol.as_bytes());
-    w.str(f::LISTENER, Some(r.listener));
-    w.str(f::ROUTE, r.route);
-    w.str(f::UPSTREAM, r.upstream);
+    w.str(f::LISTENER, Some(r.listener.as_bytes()));
+    w.str(f::ROUTE, r.route.map(str::as_bytes));
+    w.str(f::UPSTREAM, r.upstream.map(str::as_bytes));
     if let Some(endpoint) = r.endpoint
         && w.wanted(f::ENDPOINT)
     {
@@ -603,11 +605,11 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
     w.int(f::BYTES_OUT, Some(r.bytes_out));
     w.millis(f::DURATION_MS, Some(r.duration));
     w.millis(f::UPSTREAM_DURATION_MS, r.upstream_duration);
-    w.str(f::RETRY_STOPPED, r.retry_stopped);
-    w.str(f::CONSUMER, r.consumer);
-    w.str(f::RATE_LIMIT, r.rate_limit);
-    w.str(f::RATE_LIMIT_BY, r.rate_limit_by);
-    w.str(f::ERROR_TYPE, r.error);
+    w.str(f::RETRY_STOPPED, r.retry_stopped.map(str::as_bytes));
+    w.str(f::CONSUMER, r.consumer.map(str::as_bytes));
+    w.str(f::RATE_LIMIT, r.rate_limit.map(str::as_bytes));
+    w.str(f::RATE_LIMIT_BY, r.rate_limit_by.map(str::as_bytes));
+    w.str(f::ERROR_TYPE, r.error.map(str::as_bytes));
     if let Some((trace_id, span_id)) = r.trace {
         w.plain(f::TRACE_ID, &trace_id.hex_digits());
         w.plain(f::SPAN_ID, &span_id.hex_digits());
@@ -625,9 +627,9 @@ pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, s
             w.out.extend_from_slice(name.as_str().as_bytes());
             w.out.extend_from_slice(b"\":");
             if *secret || settings.masked(f::REQUEST_HEADERS) {
-                write_json_string(w.out, REDACTED);
+                write_json_string(w.out, REDACTED.as_bytes());
             } else {
-                write_json_string(w.out, &String::from_utf8_lossy(value.as_bytes()));
+                write_json_string(w.out, value.as_bytes());
             }
         }
     }
@@ -731,14 +733,14 @@ impl Line<'_, '_> {
         }
         self.out.extend_from_slice(key(field));
         if self.settings.masked(field) {
-            write_json_string(self.out, REDACTED);
+            write_json_string(self.out, REDACTED.as_bytes());
             return false;
         }
         true
     }
 
     #[inline(always)]
-    fn str(&mut self, field: usize, value: Option<&str>) {
+    fn str(&mut self, field: usize, value: Option<&[u8]>) {
         let Some(value) = value else { return };
         if self.wanted(field) {
             write_json_string(self.out, value);
@@ -794,12 +796,11 @@ const ESCAPE: [bool; 256] = {
     table
 };
 
-/// Writes `s` as a JSON string: quotes, backslashes and every control character (including DEL) escaped. Most
-/// values need no escaping: they are checked eight bytes at a time and copied whole.
+/// Writes `bytes` as a JSON string: quotes, backslashes and every control character (including DEL) escaped,
+/// bytes that are not UTF-8 (a header's obs-text) replaced by U+FFFD. Most values need none of this: they are
+/// checked eight bytes at a time and copied whole.
 #[inline(always)]
-pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+pub fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     if needs_escaping(bytes) {
         write_escaped(out, bytes);
@@ -812,6 +813,8 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 /// The slow path of [`write_json_string`]: runs of plain bytes between the escaped ones.
 #[cold]
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if ESCAPE[usize::from(b)] {
@@ -823,7 +826,7 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// Whether any byte of `bytes` is one [`ESCAPE`] marks.
+/// Whether any byte of `bytes` is one [`ESCAPE`] marks, or not ASCII (then it is checked as UTF-8).
 #[inline]
 fn needs_escaping(bytes: &[u8]) -> bool {
     let mut chunks = bytes.chunks_exact(8);
@@ -831,11 +834,21 @@ fn needs_escaping(bytes: &[u8]) -> bool {
     for chunk in &mut chunks {
         found |= <[u8; 8]>::try_from(chunk).map_or(0, |c| escapes_in(u64::from_le_bytes(c)));
     }
-    found != 0 || chunks.remainder().iter().any(|&b| ESCAPE[usize::from(b)])
+    // The last 1..7 bytes: within the last eight when there are that many (bytes checked twice are harmless),
+    // one at a time otherwise.
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return found != 0;
+    }
+    match bytes.len().checked_sub(8).and_then(|at| <[u8; 8]>::try_from(&bytes[at..]).ok()) {
+        Some(last) => found |= escapes_in(u64::from_le_bytes(last)),
+        None => return rest.iter().any(|&b| ESCAPE[usize::from(b)] || b >= 0x80),
+    }
+    found != 0
 }
 
-/// Non-zero when a byte of `word` needs escaping (the high bit of the first such byte is set; bits above it may be
-/// set for bytes that do not).
+/// Non-zero when a byte of `word` needs escaping or is not ASCII (the high bit of the first such byte is set; bits
+/// above it may be set for bytes that do not).
 fn escapes_in(word: u64) -> u64 {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
@@ -844,7 +857,7 @@ fn escapes_in(word: u64) -> u64 {
         let x = word ^ (ONES * u64::from(c));
         x.wrapping_sub(ONES) & !x & HIGHS
     };
-    below(0x20) | equal(b'"') | equal(b'\\') | equal(0x7f)
+    below(0x20) | equal(b'"') | equal(b'\\') | equal(0x7f) | (word & HIGHS)
 }
 
 /// The escape sequence of one byte [`ESCAPE`] marks.
@@ -871,7 +884,7 @@ mod tests {
             request_id: "abc",
             client: "10.0.0.1".parse().unwrap(),
             method: "GET",
-            host: Some("api.example.com"),
+            host: Some(b"api.example.com"),
             path: "/api/users",
             protocol: "1.1",
             listener: "public",
@@ -883,6 +896,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 512,
             duration: Duration::from_micros(1234),
+            end: tokio::time::Instant::now(),
             upstream_duration: Some(Duration::from_micros(900)),
             retry_stopped: None,
             rate_limit: None,
@@ -939,7 +953,7 @@ mod tests {
                             })
                             .collect();
                         let mut out = Vec::new();
-                        write_json_string(&mut out, &s);
+                        write_json_string(&mut out, s.as_bytes());
                         assert_eq!(out, reference(&s), "{s:?}");
                         assert!(!out[1..out.len() - 1].iter().any(|&b| b < 0x20 || b == 0x7f), "{s:?}");
                         let back: String = serde_json::from_slice(&out).unwrap();
@@ -970,6 +984,18 @@ mod tests {
         for (i, name) in FIELDS.iter().enumerate() {
             assert_eq!(key(i), format!(",\"{name}\":").as_bytes());
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_and_utf8_is_kept() {
+        let mut r = record();
+        r.host = Some(b"h\xffst\x80.example");
+        r.path = "/caf\u{e9}/\u{1f600}";
+        let mut out = Vec::new();
+        format_record(&mut out, &r, SystemTime::UNIX_EPOCH, &LogSettings::default());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[names::SERVER_ADDRESS], "h\u{fffd}st\u{fffd}.example");
+        assert_eq!(v[names::URL_PATH], "/caf\u{e9}/\u{1f600}");
     }
 
     #[test]

@@ -244,7 +244,8 @@ impl Histogram {
 
     /// Records one observation of `units` (µs or bytes), with the trace it belongs to if it was sampled.
     pub fn observe(&self, units: u64, trace_id: Option<[u8; 16]>) {
-        let bucket = self.limits.partition_point(|&limit| limit < units);
+        // Counted, not searched: no branch to mispredict on a duration that moves around a bucket's bound.
+        let bucket = self.limits.iter().map(|&limit| usize::from(limit < units)).sum::<usize>();
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(units, Ordering::Relaxed);
         if let Some(trace_id) = trace_id

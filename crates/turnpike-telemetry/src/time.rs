@@ -1,11 +1,35 @@
 //! RFC 3339 timestamps without a date-time dependency.
 
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Appends `now` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. This runs for every access-log line: the date and time up to
-/// the second are formatted once per second and thread, then copied.
-pub(crate) fn write_rfc3339_millis(out: &mut Vec<u8>, now: SystemTime) {
+use tokio::time::Instant;
+
+/// The wall-clock time at `at`, from a reading of both clocks this thread took less than a second before (or
+/// takes now): one clock read per access-log line instead of two. A step of the wall clock shows within a second.
+pub(crate) fn wall_clock(at: Instant) -> SystemTime {
+    thread_local! {
+        static BASE: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+    }
+    BASE.with(|base| {
+        if let Some((mono, wall)) = base.get()
+            && let Some(since) = at.checked_duration_since(mono)
+            && since < Duration::from_secs(1)
+        {
+            return wall + since;
+        }
+        let (mono, wall) = (Instant::now(), SystemTime::now());
+        base.set(Some((mono, wall)));
+        match at.checked_duration_since(mono) {
+            Some(ahead) => wall + ahead,
+            None => wall.checked_sub(mono.saturating_duration_since(at)).unwrap_or(wall),
+        }
+    })
+}
+
+/// `now` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. This runs for every access-log line: the date and time up to the second
+/// are formatted once per second and thread, then copied.
+pub(crate) fn rfc3339_millis(now: SystemTime) -> [u8; 24] {
     thread_local! {
         /// The last second formatted, and `YYYY-MM-DDTHH:MM:SS.`.
         static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
@@ -22,8 +46,10 @@ pub(crate) fn write_rfc3339_millis(out: &mut Vec<u8>, now: SystemTime) {
         prefix
     });
     let ms = since.subsec_millis();
-    out.extend_from_slice(&prefix);
-    out.extend_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
+    let mut out = [0u8; 24];
+    out[..20].copy_from_slice(&prefix);
+    out[20..].copy_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
+    out
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` of a second since the Unix epoch.
@@ -65,25 +91,34 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn the_wall_clock_follows_the_monotonic_one() {
+        let close = |a: SystemTime, b: SystemTime| {
+            let gap = a.duration_since(b).unwrap_or_else(|e| e.duration());
+            assert!(gap < Duration::from_millis(50), "{a:?} vs {b:?}");
+        };
+        let now = Instant::now();
+        close(wall_clock(now), SystemTime::now());
+        // From the base just taken, then from a base older than the instant asked about.
+        close(wall_clock(now + Duration::from_millis(300)), SystemTime::now() + Duration::from_millis(300));
+        let earlier = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
+        let expected = SystemTime::now() - now.saturating_duration_since(earlier);
+        close(wall_clock(earlier), expected);
+        close(wall_clock(now + Duration::from_secs(3)), SystemTime::now() + Duration::from_secs(3));
+    }
 
     #[test]
     fn formats_known_instants() {
-        let mut out = Vec::new();
-        write_rfc3339_millis(&mut out, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
-        assert_eq!(String::from_utf8(out).unwrap(), "2023-11-14T22:13:20.123Z");
-        let mut out = Vec::new();
-        write_rfc3339_millis(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day 2000
-        assert_eq!(String::from_utf8(out).unwrap(), "2000-02-29T00:00:00.000Z");
+        let out = rfc3339_millis(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        assert_eq!(&out, b"2023-11-14T22:13:20.123Z");
+        let out = rfc3339_millis(UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day 2000
+        assert_eq!(&out, b"2000-02-29T00:00:00.000Z");
     }
 
     #[test]
     fn the_cached_second_is_reused_only_within_that_second() {
-        let at = |ms: u64| {
-            let mut out = Vec::new();
-            write_rfc3339_millis(&mut out, UNIX_EPOCH + Duration::from_millis(ms));
-            String::from_utf8(out).unwrap()
-        };
+        let at = |ms: u64| String::from_utf8(rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_vec()).unwrap();
         assert_eq!(at(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
         assert_eq!(at(1_700_000_000_999), "2023-11-14T22:13:20.999Z");
         assert_eq!(at(1_700_000_001_000), "2023-11-14T22:13:21.000Z");
