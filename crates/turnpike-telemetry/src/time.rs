@@ -16,12 +16,12 @@ pub(crate) fn wall_clock(at: Instant) -> SystemTime {
             && let Some(since) = at.checked_duration_since(mono)
             && since < Duration::from_secs(1)
         {
-            return wall + since;
+            return wall.checked_add(since).unwrap_or(wall);
         }
         let (mono, wall) = (Instant::now(), SystemTime::now());
         base.set(Some((mono, wall)));
         match at.checked_duration_since(mono) {
-            Some(ahead) => wall + ahead,
+            Some(ahead) => wall.checked_add(ahead).unwrap_or(wall),
             None => wall.checked_sub(mono.saturating_duration_since(at)).unwrap_or(wall),
         }
     })
