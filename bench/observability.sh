@@ -96,7 +96,11 @@ fi
 
 interleaved_rounds "${SETUPS[@]}"
 python3 "$HERE/paired.py" "$RESULTS" off | tee "$OUT/summary.txt"
+# Every request is logged (the warm-up's too, so lines >= the requests counted above), unless the writer fell behind:
+# the `all` process counts what it dropped.
 for s in log all; do
-    log "$s: $(wc -l <"$TMP/access-$s.log") access-log lines written"
+    requests=$(awk -F'\t' -v s="$s" '$2 == s { n += $8 } END { print n }' "$RESULTS")
+    log "$s: $(wc -l <"$TMP/access-$s.log") access-log lines written for $requests requests measured"
 done
+log "all: $(curl -s http://127.0.0.1:9095/metrics | awk '/^turnpike_access_log_dropped_total/ {print $2}') lines dropped"
 log "raw results in $OUT"

@@ -5,37 +5,41 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// The wall-clock time at `at`, from a reading of both clocks this thread took less than a second before (or
-/// takes now): one clock read per access-log line instead of two. A step of the wall clock shows within a second.
-pub(crate) fn wall_clock(at: Instant) -> SystemTime {
+/// Nanoseconds since the Unix epoch at `at`, from a reading of both clocks this thread took less than a second
+/// before (or takes now): one clock read per access-log line instead of two, and integer arithmetic instead of
+/// `SystemTime`'s. A step of the wall clock shows within a second.
+pub(crate) fn unix_nanos(at: Instant) -> u64 {
     thread_local! {
-        static BASE: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+        static BASE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
     }
     BASE.with(|base| {
         if let Some((mono, wall)) = base.get()
             && let Some(since) = at.checked_duration_since(mono)
             && since < Duration::from_secs(1)
         {
-            return wall.checked_add(since).unwrap_or(wall);
+            return wall.saturating_add(u64::from(since.subsec_nanos()));
         }
-        let (mono, wall) = (Instant::now(), SystemTime::now());
+        let (mono, wall) = (Instant::now(), nanos(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()));
         base.set(Some((mono, wall)));
         match at.checked_duration_since(mono) {
-            Some(ahead) => wall.checked_add(ahead).unwrap_or(wall),
-            None => wall.checked_sub(mono.saturating_duration_since(at)).unwrap_or(wall),
+            Some(ahead) => wall.saturating_add(nanos(ahead)),
+            None => wall.saturating_sub(nanos(mono.saturating_duration_since(at))),
         }
     })
 }
 
-/// `now` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. This runs for every access-log line: the date and time up to the second
-/// are formatted once per second and thread, then copied.
-pub(crate) fn rfc3339_millis(now: SystemTime) -> [u8; 24] {
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `unix_nanos` (ns since the Unix epoch) as `YYYY-MM-DDTHH:MM:SS.mmmZ`. This runs for every access-log line: the
+/// date and time up to the second are formatted once per second and thread, then copied.
+pub(crate) fn rfc3339_millis(unix_nanos: u64) -> [u8; 24] {
     thread_local! {
         /// The last second formatted, and `YYYY-MM-DDTHH:MM:SS.`.
         static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
     }
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
+    let secs = unix_nanos / 1_000_000_000;
     let prefix = SECOND.with(|cached| {
         let (second, prefix) = cached.get();
         if second == secs {
@@ -45,11 +49,16 @@ pub(crate) fn rfc3339_millis(now: SystemTime) -> [u8; 24] {
         cached.set((secs, prefix));
         prefix
     });
-    let ms = since.subsec_millis();
+    let ms = (unix_nanos % 1_000_000_000 / 1_000_000) as u32;
     let mut out = [0u8; 24];
     out[..20].copy_from_slice(&prefix);
     out[20..].copy_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
     out
+}
+
+/// `time` as ns since the Unix epoch (0 before it).
+pub(crate) fn system_nanos(time: SystemTime) -> u64 {
+    nanos(time.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` of a second since the Unix epoch.
@@ -94,10 +103,11 @@ mod tests {
 
     #[test]
     fn the_wall_clock_follows_the_monotonic_one() {
-        let close = |a: SystemTime, b: SystemTime| {
-            let gap = a.duration_since(b).unwrap_or_else(|e| e.duration());
-            assert!(gap < Duration::from_millis(50), "{a:?} vs {b:?}");
+        let close = |a: u64, b: SystemTime| {
+            let b = system_nanos(b);
+            assert!(a.abs_diff(b) < 50_000_000, "{a} vs {b}");
         };
+        let wall_clock = unix_nanos;
         let now = Instant::now();
         close(wall_clock(now), SystemTime::now());
         // From the base just taken, then from a base older than the instant asked about.
@@ -110,15 +120,15 @@ mod tests {
 
     #[test]
     fn formats_known_instants() {
-        let out = rfc3339_millis(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        let out = rfc3339_millis(1_700_000_000_123_456_789);
         assert_eq!(&out, b"2023-11-14T22:13:20.123Z");
-        let out = rfc3339_millis(UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day 2000
+        let out = rfc3339_millis(951_782_400_000_000_000); // leap day 2000
         assert_eq!(&out, b"2000-02-29T00:00:00.000Z");
     }
 
     #[test]
     fn the_cached_second_is_reused_only_within_that_second() {
-        let at = |ms: u64| String::from_utf8(rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_vec()).unwrap();
+        let at = |ms: u64| String::from_utf8(rfc3339_millis(ms * 1_000_000).to_vec()).unwrap();
         assert_eq!(at(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
         assert_eq!(at(1_700_000_000_999), "2023-11-14T22:13:20.999Z");
         assert_eq!(at(1_700_000_001_000), "2023-11-14T22:13:21.000Z");

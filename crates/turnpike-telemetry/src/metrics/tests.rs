@@ -28,6 +28,22 @@ fn an_observation_on_a_bound_falls_in_that_bucket() {
 }
 
 #[test]
+fn the_bucket_search_counts_the_bounds_below_every_value() {
+    for h in [Histogram::seconds(), Histogram::bytes()] {
+        let real = &h.limits[..h.bounds.len()];
+        // Every bound, its neighbours, zero and the largest value.
+        let mut values = vec![0, 1, u64::MAX - 1, u64::MAX];
+        for &limit in real {
+            values.extend([limit - 1, limit, limit + 1]);
+        }
+        for units in values {
+            let expected = real.iter().filter(|&&limit| limit < units).count();
+            assert_eq!(h.bucket(units), expected, "{units}");
+        }
+    }
+}
+
+#[test]
 fn text_format_names_counters_with_total_and_writes_cumulative_buckets() {
     let m = RouteMetrics::default();
     m.record(&sample(&Method::GET, 200, 2_000));
