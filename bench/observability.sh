@@ -88,8 +88,18 @@ run_wrk() { # <setup> <seconds> <out>
         "http://127.0.0.1:${PORTS[$1]}/" >"$3" 2>&1 || log "wrk exited non-zero ($1)"
 }
 
+# Lines written against requests, and what `all` dropped: a log that drops lines costs less than one that writes
+# them, so a figure only counts when nothing was dropped.
+report_lines() { # <requests-of-log> <requests-of-all>
+    log "log: $(wc -l <"$TMP/access-log.log") access-log lines written for $1 requests measured"
+    log "all: $(wc -l <"$TMP/access-all.log") access-log lines written for $2 requests measured"
+    log "all: $(curl -s http://127.0.0.1:9095/metrics | awk '/^turnpike_access_log_dropped_total/ {print $2}') lines dropped"
+}
+
 if [[ ${MODE:-wrk} == callgrind ]]; then
     callgrind_per_route "" "$OUT" "${SETUPS[@]}"
+    sleep 1
+    report_lines "$(awk '$1 == "log" {print $3}' "$OUT/summary.txt")" "$(awk '$1 == "all" {print $3}' "$OUT/summary.txt")"
     log "raw results in $OUT"
     exit 0
 fi
@@ -98,9 +108,6 @@ interleaved_rounds "${SETUPS[@]}"
 python3 "$HERE/paired.py" "$RESULTS" off | tee "$OUT/summary.txt"
 # Every request is logged (the warm-up's too, so lines >= the requests counted above), unless the writer fell behind:
 # the `all` process counts what it dropped.
-for s in log all; do
-    requests=$(awk -F'\t' -v s="$s" '$2 == s { n += $8 } END { print n }' "$RESULTS")
-    log "$s: $(wc -l <"$TMP/access-$s.log") access-log lines written for $requests requests measured"
-done
-log "all: $(curl -s http://127.0.0.1:9095/metrics | awk '/^turnpike_access_log_dropped_total/ {print $2}') lines dropped"
+requests() { awk -F'\t' -v s="$1" '$2 == s { n += $8 } END { print n }' "$RESULTS"; }
+report_lines "$(requests log)" "$(requests all)"
 log "raw results in $OUT"

@@ -83,6 +83,8 @@ pub struct LogSettings {
     fields: u64,
     /// Fields whose value is replaced by `[REDACTED]`.
     redacted: u64,
+    /// Fields written with their value: `fields` but not `redacted`.
+    plain: u64,
     /// Request headers logged as `http.request.header.<name>`, and whether their value is redacted.
     pub headers: Vec<(http::HeaderName, bool)>,
     /// Query parameters whose values are redacted (lower case).
@@ -153,19 +155,20 @@ fn bit(field: &str) -> Option<u64> {
     FIELDS.iter().position(|f| *f == field).map(|i| 1u64 << i)
 }
 
-/// Bytes of all the keys `,"<field>":` of [`FIELDS`] together.
+/// Bytes of all the keys `,"<field>":"` of [`FIELDS`] together.
 const KEYS_LEN: usize = {
     let mut len = 0;
     let mut i = 0;
     while i < FIELDS.len() {
-        len += FIELDS[i].len() + 4;
+        len += FIELDS[i].len() + 5;
         i += 1;
     }
     len
 };
 
-/// `,"<field>":` for every field of [`FIELDS`], one after the other, and where each one starts. Built at compile
-/// time, so a key written for a known field is a copy of known length (a few moves, no `memcpy` call).
+/// `,"<field>":"` (the key and a string value's opening quote) for every field of [`FIELDS`], one after the
+/// other, and where each one starts. Built at compile time, so a key written for a known field is a copy of known
+/// length (a few moves, no `memcpy` call).
 const KEYS: ([u8; KEYS_LEN], [usize; FIELDS.len() + 1]) = {
     let mut bytes = [0u8; KEYS_LEN];
     let mut starts = [0usize; FIELDS.len() + 1];
@@ -183,7 +186,8 @@ const KEYS: ([u8; KEYS_LEN], [usize; FIELDS.len() + 1]) = {
         }
         bytes[at + 2 + name.len()] = b'"';
         bytes[at + 3 + name.len()] = b':';
-        at += name.len() + 4;
+        bytes[at + 4 + name.len()] = b'"';
+        at += name.len() + 5;
         i += 1;
     }
     starts[FIELDS.len()] = at;
@@ -193,6 +197,12 @@ const KEYS: ([u8; KEYS_LEN], [usize; FIELDS.len() + 1]) = {
 /// The key `,"<field>":` of the field at `field` in [`FIELDS`].
 #[inline(always)]
 fn key(field: usize) -> &'static [u8] {
+    &KEYS.0[KEYS.1[field]..KEYS.1[field + 1] - 1]
+}
+
+/// The key of the field at `field` in [`FIELDS`] and the opening quote of its value: `,"<field>":"`.
+#[inline(always)]
+fn key_quoted(field: usize) -> &'static [u8] {
     &KEYS.0[KEYS.1[field]..KEYS.1[field + 1]]
 }
 
@@ -297,6 +307,7 @@ impl LogSettings {
         Ok(Self {
             fields,
             redacted,
+            plain: fields & !redacted,
             headers: logged,
             secret_params: secret_params.collect(),
             sample_successes,
@@ -314,6 +325,11 @@ impl LogSettings {
         self.fields & (1 << field) != 0
     }
 
+    /// On and not masked.
+    fn written(&self, field: usize) -> bool {
+        self.plain & (1 << field) != 0
+    }
+
     fn masked(&self, field: usize) -> bool {
         self.redacted & (1 << field) != 0
     }
@@ -325,6 +341,7 @@ impl Default for LogSettings {
         Self::new(None, &[], &[], &[], &[], 1.0, 1.0).unwrap_or_else(|_| Self {
             fields: 0,
             redacted: 0,
+            plain: 0,
             headers: Vec::new(),
             secret_params: Vec::new(),
             sample_successes: 1.0,
@@ -349,8 +366,16 @@ pub struct AccessLog {
     reopen: Arc<AtomicBool>,
 }
 
+/// A shard's lines, `bytes[..used]`; the rest of `bytes` is room for more, zeroed once when it was added and
+/// reused in every round after.
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    used: usize,
+}
+
 struct Shared {
-    shards: Vec<Mutex<Vec<u8>>>,
+    shards: Vec<Mutex<Buffer>>,
     /// Bytes one shard may hold.
     limit: usize,
     /// Bytes in a shard that wake the writer before its interval is up.
@@ -430,7 +455,7 @@ impl AccessLog {
     ) -> Self {
         let limit = (buffer / SHARDS).max(4096);
         let shared = Arc::new(Shared {
-            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Buffer::default())).collect(),
             limit,
             wake_at: WAKE_AT.min(limit / 4),
             woken: AtomicBool::new(false),
@@ -496,18 +521,25 @@ impl AccessLog {
     /// Adds one record to this thread's buffer; never blocks on I/O.
     pub fn log(&self, record: &AccessRecord<'_>, settings: &LogSettings) {
         let Some(shared) = &self.shared else { return };
+        let query = logged_query(record, settings);
+        let query = query.as_deref();
+        let unix_nanos = crate::time::unix_nanos(record.end);
         let shard = SHARD.with(|s| *s);
         let mut buffer = shared.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
-        if buffer.len() >= shared.limit {
+        let Buffer { bytes, used } = &mut *buffer;
+        let written = if *used < shared.limit {
+            let first = shared.wake_at * 2;
+            append_line(bytes, *used, first, |room| format_line(room, record, unix_nanos, query, settings))
+        } else {
+            None
+        };
+        let Some(written) = written else {
             drop(buffer);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
-        }
-        if buffer.capacity() == 0 {
-            buffer.reserve(shared.wake_at * 2);
-        }
-        format_line(&mut buffer, record, crate::time::unix_nanos(record.end), settings);
-        let wake = buffer.len() >= shared.wake_at && !shared.woken.load(Ordering::Relaxed);
+        };
+        *used += written;
+        let wake = *used >= shared.wake_at && !shared.woken.load(Ordering::Relaxed);
         drop(buffer);
         if wake
             && !shared.woken.swap(true, Ordering::AcqRel)
@@ -521,7 +553,7 @@ impl AccessLog {
 /// Every `interval` (or when woken: a buffer passed its wake-up size, or a flush), swaps each buffer for an empty
 /// one and writes what it held; ends (after a last write) when the log is dropped.
 fn write_loop(shared: std::sync::Weak<Shared>, mut out: Box<dyn Write + Send>, interval: Duration) {
-    let mut spare: Vec<u8> = Vec::new();
+    let mut spare = Buffer::default();
     loop {
         std::thread::park_timeout(interval);
         let Some(shared) = shared.upgrade() else { return };
@@ -531,14 +563,14 @@ fn write_loop(shared: std::sync::Weak<Shared>, mut out: Box<dyn Write + Send>, i
         for shard in &shared.shards {
             {
                 let mut buffer = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                if buffer.is_empty() {
+                if buffer.used == 0 {
                     continue;
                 }
                 std::mem::swap(&mut *buffer, &mut spare);
             }
             // Nowhere to write (stdout closed, disk full): the lines are lost, the buffers keep cycling.
-            let _ = out.write_all(&spare);
-            spare.clear();
+            let _ = out.write_all(spare.bytes.get(..spare.used).unwrap_or_default());
+            spare.used = 0;
             wrote = true;
         }
         if wrote {
@@ -586,52 +618,232 @@ impl Write for StdoutLines {
     }
 }
 
-/// Formats one record as a JSON line (with the trailing newline), as `settings` say, stamped `now`.
+/// Formats one record as a JSON line (with the trailing newline) at the end of `out`, as `settings` say, stamped
+/// `now`.
 pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
-    format_line(out, r, crate::time::system_nanos(now), settings);
+    let query = logged_query(r, settings);
+    let (start, unix_nanos) = (out.len(), crate::time::system_nanos(now));
+    let mut room = ROOM;
+    let written = loop {
+        out.resize(start + room, 0);
+        match out.get_mut(start..).map(|to| format_line(to, r, unix_nanos, query.as_deref(), settings)) {
+            Some(Ok(written)) => break written,
+            Some(Err(needed)) if needed > room => room = needed,
+            _ => break 0,
+        }
+    };
+    out.truncate(start + written);
 }
 
-/// [`format_record`], with the time in ns since the Unix epoch.
-fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, unix_nanos: u64, settings: &LogSettings) {
-    let start = out.len();
-    out.reserve(512 + r.path.len() + r.host.map_or(0, <[u8]>::len));
-    let mut w = Line { out, settings };
-    if w.wanted(f::TIME) {
-        w.out.push(b'"');
-        w.out.extend_from_slice(&crate::time::rfc3339_millis(unix_nanos));
-        w.out.push(b'"');
+/// Formats a line into `bytes[used..]`, in [`ROOM`] bytes kept there; a line longer than that is formatted again
+/// in room made for it. When room is short `bytes` doubles (to `first` bytes at least): room is added, and zeroed,
+/// once, and reused for every line after. The bytes written.
+#[inline(always)]
+fn append_line(
+    bytes: &mut Vec<u8>,
+    used: usize,
+    first: usize,
+    format: impl Fn(&mut [u8]) -> Result<usize, usize>,
+) -> Option<usize> {
+    let mut room = ROOM;
+    loop {
+        if bytes.len().saturating_sub(used) < room {
+            grow(bytes, (bytes.len() * 2).max(first).max(used + room));
+        }
+        match format(bytes.get_mut(used..)?) {
+            Ok(written) => return Some(written),
+            // Longer than the room (a long path or header).
+            Err(needed) if needed > room => room = needed,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Zero-fills `bytes` up to `len` (rarely: out of line).
+#[cold]
+#[inline(never)]
+fn grow(bytes: &mut Vec<u8>, len: usize) {
+    bytes.resize(len, 0);
+}
+
+/// The query as logged (secret parameters' values redacted), when it is logged.
+#[inline(always)]
+fn logged_query(r: &AccessRecord<'_>, settings: &LogSettings) -> Option<String> {
+    r.query.filter(|_| settings.on(f::URL_QUERY)).map(|query| redact_query(query, &settings.secret_params))
+}
+
+/// Room a buffer keeps ahead of its lines: most lines fit (a longer one is formatted again in room made for it).
+const ROOM: usize = 2048;
+
+/// Where a line is formatted: what is left of the room made for it. The slice lives in registers while a line is
+/// written (no length or capacity is reloaded from memory after each byte stored, as a `Vec` needs), and each
+/// write checks once that it fits. A write that does not fit ends the room and counts what the line still needs,
+/// so a line too long for its room says how much room it needs ([`Cursor::end`]).
+struct Cursor<'r> {
+    rest: &'r mut [u8],
+    /// Bytes that did not fit.
+    over: usize,
+}
+
+impl<'r> Cursor<'r> {
+    fn new(room: &'r mut [u8]) -> Self {
+        Self { rest: room, over: 0 }
+    }
+
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        match std::mem::take(&mut self.rest).split_at_mut_checked(bytes.len()) {
+            Some((to, rest)) => {
+                to.copy_from_slice(bytes);
+                self.rest = rest;
+            }
+            None => self.over += bytes.len(),
+        }
+    }
+
+    /// Copies all `N` bytes of `bytes` (a copy of known length) but keeps only the first `keep`.
+    #[inline(always)]
+    fn put_first<const N: usize>(&mut self, bytes: &[u8; N], keep: usize) {
+        let rest = std::mem::take(&mut self.rest);
+        if let Some(to) = rest.get_mut(..N) {
+            to.copy_from_slice(bytes);
+            if let Some((_, rest)) = rest.split_at_mut_checked(keep) {
+                self.rest = rest;
+                return;
+            }
+        }
+        self.over += N;
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        match std::mem::take(&mut self.rest).split_first_mut() {
+            Some((to, rest)) => {
+                *to = b;
+                self.rest = rest;
+            }
+            None => self.over += 1,
+        }
+    }
+
+    /// Given the room it was made with, the bytes written, or (`Err`) more than the room: what the line needs.
+    fn end(self, room: usize) -> Result<usize, usize> {
+        let used = room - self.rest.len();
+        if self.over == 0 { Ok(used) } else { Err(room + self.over) }
+    }
+
+    /// A number in decimal; the small ones (status codes, attempts, most sizes and milliseconds) as copies of
+    /// known length.
+    #[inline(always)]
+    fn u64(&mut self, v: u64) {
+        let d = |n: u64| b'0' + (n % 10) as u8;
+        if v < 10 {
+            self.byte(d(v));
+        } else if v < 100 {
+            self.put(&[d(v / 10), d(v)]);
+        } else if v < 1000 {
+            self.put(&[d(v / 100), d(v / 10), d(v)]);
+        } else if v < 10_000 {
+            self.put(&[d(v / 1000), d(v / 100), d(v / 10), d(v)]);
+        } else {
+            self.put(itoa::Buffer::new().format(v).as_bytes());
+        }
+    }
+
+    /// An address without `fmt` (this runs for every line): IPv4 through a table of octets, each copied as four
+    /// bytes of which the digits and the dot are kept; IPv6 through `Display`.
+    #[inline(always)]
+    fn ip(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut text = [0u8; 16];
+                let mut len = 0;
+                for octet in v4.octets() {
+                    let (digits, n) = OCTETS[usize::from(octet)];
+                    if let Some(to) = text.get_mut(len..len + 4) {
+                        to.copy_from_slice(&digits);
+                    }
+                    len += n;
+                }
+                // Without the last octet's dot.
+                self.put_first(&text, len - 1);
+            }
+            IpAddr::V6(v6) => *self = write_ipv6(self.take(), v6),
+        }
+    }
+
+    /// This cursor, moved out (to a function that returns it: passed by value, it stays in registers).
+    #[inline(always)]
+    fn take(&mut self) -> Self {
+        Cursor { rest: std::mem::take(&mut self.rest), over: self.over }
+    }
+
+    /// `bytes` as a JSON string: quotes, backslashes and every control character (including DEL) escaped, bytes
+    /// that are not UTF-8 (a header's obs-text) replaced by U+FFFD. Most values need none of this: they are checked
+    /// eight bytes at a time and copied whole. The opening quote is the caller's (it ends the key).
+    #[inline(always)]
+    fn string_rest(&mut self, bytes: &[u8]) {
+        if needs_escaping(bytes) {
+            *self = write_escaped(self.take(), bytes);
+        } else {
+            self.put(bytes);
+        }
+        self.byte(b'"');
+    }
+}
+
+/// IPv6 through `Display` (rare: through a small buffer).
+#[inline(never)]
+fn write_ipv6(mut c: Cursor<'_>, ip: std::net::Ipv6Addr) -> Cursor<'_> {
+    let mut text = [0u8; 48];
+    let mut rest = &mut text[..];
+    let _ = write!(rest, "{ip}");
+    let len = 48 - rest.len();
+    c.put(&text[..len]);
+    c
+}
+
+/// Formats one record into `room`; returns the bytes written, or (`Err`) the room the line needs when it did not
+/// fit (formatting again in that much room writes it). Never inlined: inlined into its caller, the cursor's slice
+/// no longer stays in registers (measured: 50 % more instructions per line).
+#[inline(never)]
+fn format_line(
+    room: &mut [u8],
+    r: &AccessRecord<'_>,
+    unix_nanos: u64,
+    query: Option<&str>,
+    settings: &LogSettings,
+) -> Result<usize, usize> {
+    let size = room.len();
+    let mut w = Line { c: Cursor::new(room), settings };
+    if w.open(f::TIME, true) {
+        w.c.put(&crate::time::rfc3339_millis(unix_nanos));
+        w.c.byte(b'"');
     }
     // Request ids, methods and protocols hold no character JSON escapes (their types refuse them).
     w.plain(f::REQUEST_ID, r.request_id.as_bytes());
-    if w.wanted(f::CLIENT_ADDRESS) {
-        w.out.push(b'"');
-        write_ip(w.out, r.client);
-        w.out.push(b'"');
+    if w.open(f::CLIENT_ADDRESS, true) {
+        w.c.ip(r.client);
+        w.c.byte(b'"');
     }
     w.plain(f::METHOD, r.method.as_bytes());
     w.str(f::SERVER_ADDRESS, r.host);
     w.str(f::URL_PATH, Some(r.path.as_bytes()));
-    if let Some(query) = r.query
-        && settings.on(f::URL_QUERY)
-    {
-        let redacted = redact_query(query, &settings.secret_params);
-        w.str(f::URL_QUERY, Some(redacted.as_bytes()));
-    }
+    w.str(f::URL_QUERY, query.map(str::as_bytes));
     w.plain(f::PROTOCOL_VERSION, r.protocol.as_bytes());
     w.str(f::LISTENER, Some(r.listener.as_bytes()));
     w.str(f::ROUTE, r.route.map(str::as_bytes));
     w.str(f::UPSTREAM, r.upstream.map(str::as_bytes));
     if let Some(endpoint) = r.endpoint
-        && w.wanted(f::ENDPOINT)
+        && w.open(f::ENDPOINT, true)
     {
-        w.out.push(b'"');
         if endpoint.is_ipv6() {
-            w.out.push(b'[');
+            w.c.byte(b'[');
         }
-        write_ip(w.out, endpoint.ip());
-        w.out.extend_from_slice(if endpoint.is_ipv6() { b"]:" } else { b":" });
-        write_u64(w.out, u64::from(endpoint.port()));
-        w.out.push(b'"');
+        w.c.ip(endpoint.ip());
+        w.c.put(if endpoint.is_ipv6() { b"]:" } else { b":" });
+        w.c.u64(u64::from(endpoint.port()));
+        w.c.byte(b'"');
     }
     w.int(f::ATTEMPTS, (r.attempts > 0).then_some(u64::from(r.attempts)));
     w.int(f::STATUS, Some(u64::from(r.status)));
@@ -648,52 +860,45 @@ fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, unix_nanos: u64, setting
         w.plain(f::TRACE_ID, &trace_id.hex_digits());
         w.plain(f::SPAN_ID, &span_id.hex_digits());
     }
-    if r.aborted && w.wanted(f::ABORTED) {
-        w.out.extend_from_slice(b"true");
+    if r.aborted && w.open(f::ABORTED, false) {
+        w.c.put(b"true");
     }
     if settings.on(f::REQUEST_HEADERS) {
         for ((name, secret), value) in settings.headers.iter().zip(r.headers) {
             let Some(value) = value else { continue };
-            w.out.extend_from_slice(b",\"");
-            w.out.extend_from_slice(names::REQUEST_HEADERS.as_bytes());
-            w.out.push(b'.');
+            w.c.put(b",\"");
+            w.c.put(names::REQUEST_HEADERS.as_bytes());
+            w.c.byte(b'.');
             // A header name is lower-case ASCII without quotes.
-            w.out.extend_from_slice(name.as_str().as_bytes());
-            w.out.extend_from_slice(b"\":");
+            w.c.put(name.as_str().as_bytes());
+            w.c.put(b"\":\"");
             if *secret || settings.masked(f::REQUEST_HEADERS) {
-                write_json_string(w.out, REDACTED.as_bytes());
+                w.c.string_rest(REDACTED.as_bytes());
             } else {
-                write_json_string(w.out, value.as_bytes());
+                w.c.string_rest(value.as_bytes());
             }
         }
     }
-    // Every key was written with a leading comma: the first one's becomes the opening brace.
-    match out.get_mut(start) {
-        Some(comma) => *comma = b'{',
-        None => out.push(b'{'),
+    w.c.put(b"}\n");
+    let written = w.c.end(size)?;
+    // Every key was written with a leading comma: the first one's becomes the opening brace (there is none when no
+    // field is: then the line is `}` and a newline).
+    if written == 2 {
+        return format_empty(room);
     }
-    out.extend_from_slice(b"}\n");
+    if let Some(comma) = room.first_mut() {
+        *comma = b'{';
+    }
+    Ok(written)
 }
 
-/// An address without `fmt` (this runs for every line): IPv4 through a table of octets, IPv6 through `Display`.
-#[inline]
-fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            // Each octet's digits and a dot, copied four bytes at a time; the last dot is cut.
-            let mut text = [0u8; 16];
-            let mut len = 0;
-            for octet in v4.octets() {
-                let (digits, n) = OCTETS[usize::from(octet)];
-                text[len..len + 4].copy_from_slice(&digits);
-                len += n;
-            }
-            out.extend_from_slice(&text[..len - 1]);
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+/// The line of no field.
+#[cold]
+fn format_empty(room: &mut [u8]) -> Result<usize, usize> {
+    let size = room.len();
+    let mut c = Cursor::new(room);
+    c.put(b"{}\n");
+    c.end(size)
 }
 
 /// Every octet's decimal digits followed by a dot (padded to four bytes), and how many of those bytes count.
@@ -713,24 +918,6 @@ const OCTETS: [([u8; 4], usize); 256] = {
     }
     table
 };
-
-/// A number in decimal; the small ones (status codes, attempts, most sizes and milliseconds) as copies of known
-/// length.
-#[inline(always)]
-fn write_u64(out: &mut Vec<u8>, v: u64) {
-    let d = |n: u64| b'0' + (n % 10) as u8;
-    if v < 10 {
-        out.push(d(v));
-    } else if v < 100 {
-        out.extend_from_slice(&[d(v / 10), d(v)]);
-    } else if v < 1000 {
-        out.extend_from_slice(&[d(v / 100), d(v / 10), d(v)]);
-    } else if v < 10_000 {
-        out.extend_from_slice(&[d(v / 1000), d(v / 100), d(v / 10), d(v)]);
-    } else {
-        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-    }
-}
 
 /// The query with the values of secret parameters replaced (names compared case-insensitively, after
 /// percent-decoding is not needed: secret names are plain ASCII).
@@ -753,65 +940,60 @@ fn redact_query(query: &str, secret: &[String]) -> String {
 }
 
 /// One line being written: fields that are off are skipped, masked ones get [`REDACTED`].
-struct Line<'o, 's> {
-    out: &'o mut Vec<u8>,
+struct Line<'r, 's> {
+    c: Cursor<'r>,
     settings: &'s LogSettings,
 }
 
 impl Line<'_, '_> {
-    /// Writes the key of `field` (`,"name":`) if it is on, and `[REDACTED]` if it is masked; true: write the value.
+    /// Writes the key of `field` (`,"name":`, and the value's opening quote when `quoted`) if the field is on and
+    /// not masked, and says so; writes `"[REDACTED]"` for a masked one.
     #[inline(always)]
-    fn wanted(&mut self, field: usize) -> bool {
-        if !self.settings.on(field) {
-            return false;
+    fn open(&mut self, field: usize, quoted: bool) -> bool {
+        if self.settings.written(field) {
+            self.c.put(if quoted { key_quoted(field) } else { key(field) });
+            return true;
         }
-        self.out.extend_from_slice(key(field));
-        if self.settings.masked(field) {
-            write_json_string(self.out, REDACTED.as_bytes());
-            return false;
+        if self.settings.on(field) {
+            self.c.put(key_quoted(field));
+            self.c.string_rest(REDACTED.as_bytes());
         }
-        true
+        false
     }
 
     #[inline(always)]
     fn str(&mut self, field: usize, value: Option<&[u8]>) {
         let Some(value) = value else { return };
-        if self.wanted(field) {
-            write_json_string(self.out, value);
+        if self.open(field, true) {
+            self.c.string_rest(value);
         }
     }
 
     /// A string value that needs no escaping.
     #[inline(always)]
     fn plain(&mut self, field: usize, value: &[u8]) {
-        if self.wanted(field) {
-            self.out.push(b'"');
-            self.out.extend_from_slice(value);
-            self.out.push(b'"');
+        if self.open(field, true) {
+            self.c.put(value);
+            self.c.byte(b'"');
         }
     }
 
     #[inline(always)]
     fn int(&mut self, field: usize, value: Option<u64>) {
         let Some(value) = value else { return };
-        if self.wanted(field) {
-            write_u64(self.out, value);
+        if self.open(field, false) {
+            self.c.u64(value);
         }
     }
 
     #[inline(always)]
     fn millis(&mut self, field: usize, value: Option<Duration>) {
         let Some(d) = value else { return };
-        if self.wanted(field) {
+        if self.open(field, false) {
             let micros = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
-            write_u64(self.out, micros / 1000);
+            self.c.u64(micros / 1000);
             let frac = micros % 1000;
-            self.out.extend_from_slice(&[
-                b'.',
-                b'0' + (frac / 100) as u8,
-                b'0' + (frac / 10 % 10) as u8,
-                b'0' + (frac % 10) as u8,
-            ]);
+            self.c.put(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
         }
     }
 }
@@ -830,34 +1012,24 @@ const ESCAPE: [bool; 256] = {
     table
 };
 
-/// Writes `bytes` as a JSON string: quotes, backslashes and every control character (including DEL) escaped,
-/// bytes that are not UTF-8 (a header's obs-text) replaced by U+FFFD. Most values need none of this: they are
-/// checked eight bytes at a time and copied whole.
-#[inline(always)]
-pub fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    if needs_escaping(bytes) {
-        write_escaped(out, bytes);
-    } else {
-        out.extend_from_slice(bytes);
-    }
-    out.push(b'"');
-}
-
-/// The slow path of [`write_json_string`]: runs of plain bytes between the escaped ones.
+/// The slow path of [`Cursor::string_rest`]: runs of plain bytes between the escaped ones, at `at`; returns where
+/// it ended.
 #[cold]
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+#[inline(never)]
+fn write_escaped<'r>(mut c: Cursor<'r>, bytes: &[u8]) -> Cursor<'r> {
     let text = String::from_utf8_lossy(bytes);
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if ESCAPE[usize::from(b)] {
-            out.extend_from_slice(&bytes[start..i]);
-            escape(out, b);
+            c.put(&bytes[start..i]);
+            let (sequence, len) = escape(b);
+            c.put(&sequence[..len]);
             start = i + 1;
         }
     }
-    out.extend_from_slice(&bytes[start..]);
+    c.put(&bytes[start..]);
+    c
 }
 
 /// Whether any byte of `bytes` is one [`ESCAPE`] marks, or not ASCII (then it is checked as UTF-8).
@@ -894,17 +1066,17 @@ fn escapes_in(word: u64) -> u64 {
     below(0x20) | equal(b'"') | equal(b'\\') | equal(0x7f) | (word & HIGHS)
 }
 
-/// The escape sequence of one byte [`ESCAPE`] marks.
-fn escape(out: &mut Vec<u8>, b: u8) {
+/// The escape sequence of one byte [`ESCAPE`] marks (its first `len` bytes).
+fn escape(b: u8) -> ([u8; 6], usize) {
     match b {
-        b'"' => out.extend_from_slice(b"\\\""),
-        b'\\' => out.extend_from_slice(b"\\\\"),
-        b'\n' => out.extend_from_slice(b"\\n"),
-        b'\r' => out.extend_from_slice(b"\\r"),
-        b'\t' => out.extend_from_slice(b"\\t"),
+        b'"' => (*b"\\\"\0\0\0\0", 2),
+        b'\\' => (*b"\\\\\0\0\0\0", 2),
+        b'\n' => (*b"\\n\0\0\0\0", 2),
+        b'\r' => (*b"\\r\0\0\0\0", 2),
+        b'\t' => (*b"\\t\0\0\0\0", 2),
         b => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
+            ([b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]], 6)
         }
     }
 }
@@ -912,6 +1084,23 @@ fn escape(out: &mut Vec<u8>, b: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `write` puts through a cursor.
+    fn written(write: impl FnOnce(&mut Cursor<'_>)) -> Vec<u8> {
+        let mut room = vec![0; 4096];
+        let mut c = Cursor::new(&mut room);
+        write(&mut c);
+        let n = c.end(4096).unwrap();
+        room.truncate(n);
+        room
+    }
+
+    fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend(written(|c| {
+            c.byte(b'"');
+            c.string_rest(bytes);
+        }));
+    }
 
     fn record() -> AccessRecord<'static> {
         AccessRecord {
@@ -965,7 +1154,12 @@ mod tests {
         fn reference(s: &str) -> Vec<u8> {
             let mut out = vec![b'"'];
             for &b in s.as_bytes() {
-                if ESCAPE[usize::from(b)] { escape(&mut out, b) } else { out.push(b) }
+                if ESCAPE[usize::from(b)] {
+                    let (sequence, len) = escape(b);
+                    out.extend_from_slice(&sequence[..len]);
+                } else {
+                    out.push(b)
+                }
             }
             out.push(b'"');
             out
@@ -1001,22 +1195,17 @@ mod tests {
     #[test]
     fn numbers_addresses_and_keys_are_written_as_fmt_would() {
         for v in (0..=20_000u64).chain([99_999, 100_000, 1 << 40, u64::MAX]) {
-            let mut out = Vec::new();
-            write_u64(&mut out, v);
-            assert_eq!(out, v.to_string().as_bytes());
+            assert_eq!(written(|c| c.u64(v)), v.to_string().as_bytes());
         }
         for a in 0..=255u8 {
             for ip in [std::net::Ipv4Addr::new(a, 0, 255 - a, a / 3), std::net::Ipv4Addr::new(9, a, 10, 100)] {
-                let mut out = Vec::new();
-                write_ip(&mut out, IpAddr::V4(ip));
-                assert_eq!(out, ip.to_string().as_bytes());
+                assert_eq!(written(|c| c.ip(IpAddr::V4(ip))), ip.to_string().as_bytes());
             }
         }
-        let mut out = Vec::new();
-        write_ip(&mut out, "2001:db8::1".parse().unwrap());
-        assert_eq!(out, b"2001:db8::1");
+        assert_eq!(written(|c| c.ip("2001:db8::1".parse().unwrap())), b"2001:db8::1");
         for (i, name) in FIELDS.iter().enumerate() {
             assert_eq!(key(i), format!(",\"{name}\":").as_bytes());
+            assert_eq!(key_quoted(i), format!(",\"{name}\":\"").as_bytes());
         }
     }
 
@@ -1232,6 +1421,51 @@ mod tests {
     }
 
     #[test]
+    fn a_line_longer_than_its_room_says_what_it_needs_and_fits_in_that() {
+        let settings = LogSettings::new(None, &[], &strings(&["user-agent"]), &[], &[], 1.0, 1.0).unwrap();
+        let agent = [http::HeaderValue::from_bytes(b"agent\"\\\t").ok()];
+        let mut r = record();
+        r.headers = &agent;
+        let mut path = String::from("/");
+        for i in 0..700 {
+            path.push(if i % 7 == 0 { '\u{1}' } else { 'p' });
+        }
+        r.path = &path;
+        let mut reference = Vec::new();
+        format_record(&mut reference, &r, SystemTime::UNIX_EPOCH, &settings);
+        assert!(reference.len() > 1000, "{}", reference.len());
+        // Every room too small, by one byte or by most of the line, asks for at least what the line takes.
+        for size in 0..reference.len() {
+            let mut room = vec![0; size];
+            let needed = format_line(&mut room, &r, 0, None, &settings).unwrap_err();
+            assert!(needed >= reference.len() && needed > size, "{size}: {needed}");
+            let mut room = vec![0; needed];
+            let n = format_line(&mut room, &r, 0, None, &settings).unwrap();
+            assert_eq!(room[..n], reference[..], "{size}");
+        }
+        // Through the log: a line longer than the room a buffer keeps is written whole, after the lines before it.
+        let sink = Sink::default();
+        let seen = sink.0.clone();
+        let log = AccessLog::to_writer(move || Box::new(sink), DEFAULT_BUFFER);
+        let longer = format!("{path}{}", "\u{2}".repeat(ROOM));
+        r.path = &longer;
+        let mut long = Vec::new();
+        format_record(&mut long, &r, SystemTime::UNIX_EPOCH, &settings);
+        assert!(long.len() > 6 * ROOM);
+        log.log(&record(), &settings);
+        log.log(&r, &settings);
+        log.log(&record(), &settings);
+        log.flush(Duration::from_secs(5));
+        let out = seen.lock().unwrap().clone();
+        let lines: Vec<serde_json::Value> =
+            out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1][names::URL_PATH], longer.as_str());
+        assert_eq!(lines[2][names::URL_PATH], "/api/users");
+        assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
     fn flush_writes_every_line_logged_before_it() {
         let sink = Sink::default();
         let seen = sink.clone();
@@ -1285,9 +1519,7 @@ mod tests {
     fn addresses_are_written_as_display_writes_them() {
         for ip in ["10.0.0.1", "255.255.255.0", "0.0.0.0", "2001:db8::1", "::ffff:1.2.3.4"] {
             let ip: IpAddr = ip.parse().unwrap();
-            let mut out = Vec::new();
-            write_ip(&mut out, ip);
-            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+            assert_eq!(String::from_utf8(written(|c| c.ip(ip))).unwrap(), ip.to_string());
         }
         let mut r = record();
         r.endpoint = Some("[2001:db8::2]:8443".parse().unwrap());
