@@ -528,8 +528,9 @@ impl AccessLog {
         let mut buffer = shared.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
         let Buffer { bytes, used } = &mut *buffer;
         let written = if *used < shared.limit {
-            let first = shared.wake_at * 2;
-            append_line(bytes, *used, first, |room| format_line(room, record, unix_nanos, query, settings))
+            // Room is added (and zeroed) by doubling, once: it is reused in every round after.
+            let step = (bytes.len() * 2).max(shared.wake_at * 2);
+            append_line(bytes, *used, step, |room| format_line(room, record, unix_nanos, query, settings))
         } else {
             None
         };
@@ -623,32 +624,26 @@ impl Write for StdoutLines {
 pub fn format_record(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime, settings: &LogSettings) {
     let query = logged_query(r, settings);
     let (start, unix_nanos) = (out.len(), crate::time::system_nanos(now));
-    let mut room = ROOM;
-    let written = loop {
-        out.resize(start + room, 0);
-        match out.get_mut(start..).map(|to| format_line(to, r, unix_nanos, query.as_deref(), settings)) {
-            Some(Ok(written)) => break written,
-            Some(Err(needed)) if needed > room => room = needed,
-            _ => break 0,
-        }
-    };
+    // Room for this line only: `out` is the caller's.
+    let written =
+        append_line(out, start, 0, |room| format_line(room, r, unix_nanos, query.as_deref(), settings)).unwrap_or(0);
     out.truncate(start + written);
 }
 
 /// Formats a line into `bytes[used..]`, in [`ROOM`] bytes kept there; a line longer than that is formatted again
-/// in room made for it. When room is short `bytes` doubles (to `first` bytes at least): room is added, and zeroed,
-/// once, and reused for every line after. The bytes written.
+/// in room made for it. When room is short `bytes` grows to `step` bytes, or to what the line needs if that is
+/// more. The bytes written.
 #[inline(always)]
 fn append_line(
     bytes: &mut Vec<u8>,
     used: usize,
-    first: usize,
+    step: usize,
     format: impl Fn(&mut [u8]) -> Result<usize, usize>,
 ) -> Option<usize> {
     let mut room = ROOM;
     loop {
         if bytes.len().saturating_sub(used) < room {
-            grow(bytes, (bytes.len() * 2).max(first).max(used + room));
+            grow(bytes, step.max(used + room));
         }
         match format(bytes.get_mut(used..)?) {
             Ok(written) => return Some(written),
