@@ -50,7 +50,14 @@ impl RequestId {
 
     /// The id as text (always ASCII).
     pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or("")
+        // Both constructors admit ASCII only: the UTF-8 check (with its ASCII fast path) never fails, and costs
+        // less than `HeaderValue::to_str`'s byte-by-byte one.
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or("")
+    }
+
+    /// The id's bytes (ASCII), unchecked.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

@@ -11,12 +11,11 @@ use bytes::Bytes;
 use http::Version;
 use http_body::{Frame, SizeHint};
 use turnpike_core::{Body, BoxError, Cx};
-use turnpike_telemetry::access_log::LogSettings;
 use turnpike_telemetry::metrics::RouteMetrics;
 use turnpike_upstream::Exchange;
 
 use crate::server::RequestGuard;
-use crate::telemetry::Telemetry;
+use crate::snapshot::Snapshot;
 
 /// How many request body bytes arrived.
 pub(crate) enum BytesIn {
@@ -32,9 +31,10 @@ pub(crate) struct Finish {
     pub status: u16,
     pub version: Version,
     pub bytes_in: BytesIn,
-    pub telemetry: Arc<Telemetry>,
-    /// Write the access-log record, as these settings say (`None`: not logged, or sampled out).
-    pub log: Option<Arc<LogSettings>>,
+    /// The snapshot the request was served with (moved here from the request, not cloned): its log settings.
+    pub snap: Arc<Snapshot>,
+    /// Write the access-log record, as the snapshot's log settings say (`false`: not logged, or sampled out).
+    pub log: bool,
     /// Record into these metrics (the route's, or those of unmatched requests).
     pub metrics: Option<Arc<RouteMetrics>>,
 }
@@ -68,14 +68,11 @@ impl ResponseBody {
         Self { inner, exchange: Some(exchange), ended: false, bytes_out: 0, finish: None, _request: None, _slots: None }
     }
 
-    /// Attaches the `finish` phase, run when the body is done or dropped.
-    pub(crate) fn set_finish(&mut self, finish: Box<Finish>) {
-        self.finish = Some(finish);
-    }
-
-    /// Keeps the request marked in flight on its connection until this body is dropped.
-    pub(crate) fn hold(&mut self, request: RequestGuard) {
+    /// Keeps the request marked in flight on its connection until this body is dropped, and attaches the `finish`
+    /// phase (it reports through the connection's gateway), run when the body is done or dropped.
+    pub(crate) fn hold(&mut self, request: RequestGuard, finish: Option<Box<Finish>>) {
         self._request = Some(request);
+        self.finish = finish;
     }
 
     /// Holds rate-limit concurrency slots until this body is dropped (nothing to hold: nothing kept).
@@ -130,8 +127,10 @@ impl Drop for ResponseBody {
         if !self.ended && http_body::Body::is_end_stream(&self.inner) {
             self.end();
         }
-        if let Some(finish) = self.finish.take() {
-            crate::finish::run(&finish, self.bytes_out, !self.ended);
+        // `hold` sets the request whenever it sets `finish`.
+        if let (Some(finish), Some(request)) = (self.finish.take(), &mut self._request) {
+            let end = crate::finish::run(&finish, &request.gateway.telemetry, self.bytes_out, !self.ended);
+            request.ended_at(end);
         }
     }
 }

@@ -4,17 +4,20 @@
 use std::sync::atomic::Ordering;
 
 use http::Version;
+use tokio::time::Instant;
 use turnpike_telemetry::AccessRecord;
 use turnpike_telemetry::metrics::RequestSample;
 
 use crate::body::Finish;
+use crate::telemetry::Telemetry;
 
-/// Reports a finished request (by reference: the request context stays where it is, in its box).
-pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
-    let Finish { cx, status, version, bytes_in, telemetry, log, metrics } = finish;
+/// Reports a finished request (by reference: the request context stays where it is, in its box); returns the clock
+/// reading it took as the request's end.
+pub(crate) fn run(finish: &Finish, telemetry: &Telemetry, bytes_out: u64, aborted: bool) -> Instant {
+    let Finish { cx, status, version, bytes_in, snap, log, metrics } = finish;
     let (status, version) = (*status, *version);
     // One clock read: the duration, and (placed on the wall clock) the access log's `time`.
-    let end = tokio::time::Instant::now();
+    let end = Instant::now();
     let duration = end.saturating_duration_since(cx.start);
     if let Some(metrics) = metrics {
         telemetry.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -31,11 +34,14 @@ pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
         });
     }
     crate::spans::end_server(telemetry, cx, status, protocol(version));
-    let Some(settings) = log else { return };
+    if !*log {
+        return end;
+    }
+    let settings = &snap.server.log;
     let log = &telemetry.access_log;
     log.log(
         &AccessRecord {
-            request_id: cx.request_id.as_str(),
+            request_id: cx.request_id.as_bytes(),
             client: cx.client_ip,
             method: cx.method.as_str(),
             host: cx.host.as_ref().map(http::HeaderValue::as_bytes),
@@ -64,6 +70,7 @@ pub(crate) fn run(finish: &Finish, bytes_out: u64, aborted: bool) {
         },
         settings,
     );
+    end
 }
 
 fn protocol(version: Version) -> &'static str {

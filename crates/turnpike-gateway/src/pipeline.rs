@@ -102,9 +102,9 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     let telemetry = &conn.gateway.telemetry;
     // The access log samples here, before any formatting: errors and successes at their own ratios.
     let status = resp.status().as_u16();
-    let log = (snap.server.access_log && telemetry.access_log.enabled())
-        .then(|| snap.server.log.clone())
-        .filter(|settings| settings.keep(status >= 400 || cx.error.is_some(), random_u64()));
+    let log = snap.server.access_log
+        && telemetry.access_log.enabled()
+        && snap.server.log.keep(status >= 400 || cx.error.is_some(), random_u64());
     // Metrics are recorded while an admin listener can serve them; unmatched requests count under `route=""`.
     let metrics = snap
         .server
@@ -112,17 +112,19 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
         .as_ref()
         .map(|_| answer_metrics.unwrap_or_else(|| conn.gateway.state.unmatched_metrics.clone()));
     let traced = cx.trace.as_ref().is_some_and(|t| t.context.sampled) && telemetry.tracer.is_some();
-    if log.is_some() || metrics.is_some() || traced {
+    // Not `bool::then`: its closure would capture (copy) the request context before the box is written.
+    let finish = if log || metrics.is_some() || traced {
         if metrics.is_some() {
             telemetry.in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        let telemetry = telemetry.clone();
         // Allocated first and written in place: `Box::new` built the ~600-byte `Finish` on the stack and copied it.
-        let finish = Box::write(Box::new_uninit(), Finish { cx, status, version, bytes_in, telemetry, log, metrics });
-        resp.body_mut().set_finish(finish);
-    }
+        // The snapshot moves along (the request is done with it), for the log settings.
+        Some(Box::write(Box::new_uninit(), Finish { cx, status, version, bytes_in, snap, log, metrics }))
+    } else {
+        None
+    };
     // The request counts as in flight on its connection until the response has been sent.
-    resp.body_mut().hold(conn);
+    resp.body_mut().hold(conn, finish);
     resp
 }
 

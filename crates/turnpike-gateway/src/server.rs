@@ -40,28 +40,48 @@ struct Activity {
 }
 
 /// Held by a response until it has been sent (or abandoned); marks the request in flight.
-pub(crate) struct RequestGuard(Arc<Conn>);
+pub(crate) struct RequestGuard {
+    conn: Arc<Conn>,
+    /// The end time is already recorded ([`ended_at`](Self::ended_at)): dropping does not read the clock again.
+    ended: bool,
+}
 
 impl Conn {
     /// Marks a request as in flight until the returned guard is dropped.
     pub(crate) fn begin(self: Arc<Self>) -> RequestGuard {
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(self)
+        RequestGuard { conn: self, ended: false }
+    }
+}
+
+impl RequestGuard {
+    /// Records when the request ended with a clock reading the caller already has (the `finish` phase's).
+    pub(crate) fn ended_at(&mut self, end: Instant) {
+        self.conn.activity.record_end(end);
+        self.ended = true;
+    }
+}
+
+impl Activity {
+    fn record_end(&self, end: Instant) {
+        let nanos = u64::try_from(end.saturating_duration_since(self.since).as_nanos()).unwrap_or(u64::MAX);
+        self.last_end_nanos.store(nanos, Ordering::Relaxed);
     }
 }
 
 impl std::ops::Deref for RequestGuard {
     type Target = Conn;
     fn deref(&self) -> &Conn {
-        &self.0
+        &self.conn
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let activity = &self.0.activity;
-        let nanos = u64::try_from(activity.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        activity.last_end_nanos.store(nanos, Ordering::Relaxed);
+        let activity = &self.conn.activity;
+        if !self.ended {
+            activity.record_end(Instant::now());
+        }
         activity.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
