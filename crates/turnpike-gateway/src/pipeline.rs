@@ -104,7 +104,7 @@ pub(crate) async fn handle(conn: RequestGuard, req: Request<Incoming>) -> Respon
     let status = resp.status().as_u16();
     let log = snap.server.access_log
         && telemetry.access_log.enabled()
-        && snap.server.log.keep(status >= 400 || cx.error.is_some(), random_u64());
+        && snap.server.log.keep(status >= 400 || cx.error.is_some(), random_u64);
     // Metrics are recorded while an admin listener can serve them; unmatched requests count under `route=""`.
     let metrics = snap
         .server

@@ -315,10 +315,11 @@ impl LogSettings {
         })
     }
 
-    /// Whether a request with this outcome is logged (sampled by `random`, uniform in 0..2^64).
-    pub fn keep(&self, error: bool, random: u64) -> bool {
+    /// Whether a request with this outcome is logged (sampled by `random`, uniform in 0..2^64, drawn only when the
+    /// ratio is below 1).
+    pub fn keep(&self, error: bool, random: impl FnOnce() -> u64) -> bool {
         let ratio = if error { self.sample_errors } else { self.sample_successes };
-        ratio >= 1.0 || (random as f64) < ratio * u64::MAX as f64
+        ratio >= 1.0 || (random() as f64) < ratio * u64::MAX as f64
     }
 
     fn on(&self, field: usize) -> bool {
@@ -1342,9 +1343,9 @@ mod tests {
     #[test]
     fn sampling_keeps_errors_and_a_share_of_successes() {
         let settings = LogSettings::new(None, &[], &[], &[], &[], 0.01, 1.0).unwrap();
-        let kept = (0..100_000u64).filter(|i| settings.keep(false, i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).count();
+        let kept = (0..100_000u64).filter(|i| settings.keep(false, || i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).count();
         assert!((500..1500).contains(&kept), "about 1 %: {kept}");
-        assert!((0..1000u64).all(|i| settings.keep(true, i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+        assert!((0..1000u64).all(|i| settings.keep(true, || i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
     }
 
     #[test]
