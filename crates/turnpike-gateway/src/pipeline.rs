@@ -38,7 +38,7 @@ use turnpike_policy::rate_limit::{Check, Held, Outcome, RateLimitHeaders, RateLi
 use turnpike_policy::validate::BodyRejection;
 use turnpike_router::{PathError, RequestView, Selection, normalize_path};
 use turnpike_telemetry::metrics::RouteMetrics;
-use turnpike_telemetry::trace::otlp::KeyValue;
+use turnpike_telemetry::trace::otlp::Attributes;
 use turnpike_telemetry::trace::otlp::kind::{CLIENT, INTERNAL};
 
 use crate::body::{BytesIn, Finish, ResponseBody, counter};
@@ -220,8 +220,9 @@ async fn route_and_dispatch(
             let result = Box::pin(chain.authenticate(&input)).await;
             if let Some(span) = span {
                 let error = result.as_ref().err().map(|_| "refused");
-                let attributes = vec![KeyValue::string("turnpike.route", &*route.id)];
-                spans::end(&conn.gateway.telemetry, cx, span, None, "authenticate", INTERNAL, attributes, error);
+                let mut attributes = Attributes::new();
+                attributes.string("turnpike.route", &route.id);
+                spans::end(&conn.gateway.telemetry, cx, span, None, "authenticate", INTERNAL, &attributes, error);
             }
             match result {
                 Ok(authenticated) => {
@@ -283,16 +284,18 @@ async fn route_and_dispatch(
                 let decision = Box::pin(shared.ask()).await;
                 if let Some(redis) = redis {
                     let failed = matches!(decision.outcome, Outcome::StoreErrorAllowed | Outcome::StoreErrorRefused);
-                    let attributes = vec![KeyValue::string("db.system.name", "redis")];
+                    let mut attributes = Attributes::new();
+                    attributes.string("db.system.name", "redis");
                     let error = failed.then_some("store unavailable");
-                    spans::end(&conn.gateway.telemetry, cx, redis, span.as_ref(), "redis", CLIENT, attributes, error);
+                    spans::end(&conn.gateway.telemetry, cx, redis, span.as_ref(), "redis", CLIENT, &attributes, error);
                 }
                 decision
             }
         };
         if let Some(span) = span {
-            let attributes = vec![KeyValue::string("turnpike.rate_limit", decision.outcome.as_str())];
-            spans::end(&conn.gateway.telemetry, cx, span, None, "rate_limit", INTERNAL, attributes, None);
+            let mut attributes = Attributes::new();
+            attributes.string("turnpike.rate_limit", decision.outcome.as_str());
+            spans::end(&conn.gateway.telemetry, cx, span, None, "rate_limit", INTERNAL, &attributes, None);
         }
         cx.rate_limit = Some(decision.outcome.as_str());
         cx.rate_limit_by = decision.limit;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use turnpike_core::Cx;
 use turnpike_core::trace::{Incoming, RequestTrace, SpanContext, SpanId, TraceId};
-use turnpike_telemetry::trace::otlp::{self, KeyValue};
+use turnpike_telemetry::trace::otlp::{self, Attributes, SpanData};
 use turnpike_telemetry::trace::sample_by_ratio;
 
 use crate::snapshot::TracingSettings;
@@ -69,7 +69,7 @@ pub(crate) fn end(
     parent: Option<&Child>,
     name: &str,
     kind: i32,
-    attributes: Vec<KeyValue>,
+    attributes: &Attributes,
     error: Option<&str>,
 ) {
     let (Some(trace), Some(tracer)) = (&cx.trace, &telemetry.tracer) else { return };
@@ -77,8 +77,7 @@ pub(crate) fn end(
         return;
     }
     let parent = parent.map_or(trace.context.span_id, |p| p.id);
-    let span = span(trace, cx, child.id, Some(parent), name, kind, child.start, attributes, error);
-    tracer.record(span);
+    tracer.record(span(trace, cx, child.id, Some(parent), name, kind, child.start, error).encode(attributes));
 }
 
 /// Ends the server span (in `finish`, after the last byte).
@@ -87,70 +86,68 @@ pub(crate) fn end_server(telemetry: &Telemetry, cx: &Cx, status: u16, protocol: 
     if !trace.context.sampled {
         return;
     }
-    let name = match &cx.route {
-        Some(route) => format!("{} {route}", cx.method),
-        None => cx.method.to_string(),
-    };
-    let mut attributes = vec![
-        KeyValue::string("http.request.method", cx.method.as_str()),
-        KeyValue::string("url.path", cx.uri.path()),
-        KeyValue::string("url.scheme", cx.peer.scheme.as_str()),
-        KeyValue::int("http.response.status_code", i64::from(status)),
-        KeyValue::string("client.address", cx.client_ip.to_string()),
-        KeyValue::string("network.protocol.version", protocol),
-        KeyValue::string("turnpike.request_id", cx.request_id.as_str()),
-    ];
+    // `<method> <route>` (without `fmt`: this runs for every sampled request).
+    let method = cx.method.as_str();
+    let mut name = String::with_capacity(method.len() + 1 + cx.route.as_ref().map_or(0, |r| r.len()));
+    name.push_str(method);
+    if let Some(route) = &cx.route {
+        name.push(' ');
+        name.push_str(route);
+    }
+    let mut attributes = Attributes::new();
+    attributes
+        .string("http.request.method", cx.method.as_str())
+        .string("url.path", cx.uri.path())
+        .string("url.scheme", cx.peer.scheme.as_str())
+        .int("http.response.status_code", i64::from(status))
+        .ip("client.address", cx.client_ip)
+        .string("network.protocol.version", protocol)
+        .string("turnpike.request_id", cx.request_id.as_str());
     if let Some(host) = cx.host.as_ref().and_then(|h| h.to_str().ok()) {
-        attributes.push(KeyValue::string("server.address", host));
+        attributes.string("server.address", host);
     }
     if let Some(route) = &cx.route {
-        attributes.push(KeyValue::string("turnpike.route", &**route));
+        attributes.string("turnpike.route", route);
     }
     if let Some(upstream) = &cx.upstream {
-        attributes.push(KeyValue::string("turnpike.upstream", &**upstream));
+        attributes.string("turnpike.upstream", upstream);
     }
     if let Some(error) = cx.error {
-        attributes.push(KeyValue::string("error.type", error));
+        attributes.string("error.type", error);
     }
     // A server span is an error for 5xx only: a 4xx is the client's problem (OpenTelemetry HTTP conventions).
     let error = (status >= 500).then(|| cx.error.unwrap_or("server error"));
-    let span =
-        span(trace, cx, trace.context.span_id, trace.parent, &name, otlp::kind::SERVER, cx.start, attributes, error);
-    tracer.record(span);
+    let span = span(trace, cx, trace.context.span_id, trace.parent, &name, otlp::kind::SERVER, cx.start, error);
+    tracer.record(span.encode(&attributes));
 }
 
+/// A span of `cx`'s trace, ending now.
 #[allow(clippy::too_many_arguments)]
-fn span(
-    trace: &RequestTrace,
+fn span<'a>(
+    trace: &'a RequestTrace,
     cx: &Cx,
     id: SpanId,
     parent: Option<SpanId>,
-    name: &str,
+    name: &'a str,
     kind: i32,
     start: Instant,
-    attributes: Vec<KeyValue>,
-    error: Option<&str>,
-) -> otlp::Span {
+    error: Option<&'a str>,
+) -> SpanData<'a> {
     // Times on the monotonic clock, placed on the wall clock by the request's start.
     let at = |instant: Instant| {
         let offset = instant.saturating_duration_since(cx.start).as_nanos();
         trace.start_unix_nanos.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
     };
-    otlp::Span {
-        trace_id: trace.context.trace_id.0.to_vec(),
-        span_id: id.0.to_vec(),
-        trace_state: trace.context.trace_state.as_ref().and_then(|s| s.to_str().ok()).unwrap_or_default().to_string(),
-        parent_span_id: parent.map(|p| p.0.to_vec()).unwrap_or_default(),
-        name: name.to_string(),
+    SpanData {
+        trace_id: trace.context.trace_id.0,
+        span_id: id.0,
+        parent_span_id: parent.map(|p| p.0),
+        trace_state: trace.context.trace_state.as_ref().and_then(|s| s.to_str().ok()).unwrap_or_default(),
+        name,
         kind,
         start_time_unix_nano: at(start),
         end_time_unix_nano: at(Instant::now()),
-        attributes,
-        status: Some(match error {
-            Some(message) => otlp::Status { message: message.to_string(), code: otlp::status::ERROR },
-            None => otlp::Status { message: String::new(), code: 0 },
-        }),
-        flags: 1,
+        error,
     }
 }
 

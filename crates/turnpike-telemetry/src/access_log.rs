@@ -752,17 +752,8 @@ impl<'r> Cursor<'r> {
     fn ip(&mut self, ip: IpAddr) {
         match ip {
             IpAddr::V4(v4) => {
-                let mut text = [0u8; 16];
-                let mut len = 0;
-                for octet in v4.octets() {
-                    let (digits, n) = OCTETS[usize::from(octet)];
-                    if let Some(to) = text.get_mut(len..len + 4) {
-                        to.copy_from_slice(&digits);
-                    }
-                    len += n;
-                }
-                // Without the last octet's dot.
-                self.put_first(&text, len - 1);
+                let (text, len) = ipv4_text(v4);
+                self.put_first(&text, len);
             }
             IpAddr::V6(v6) => *self = write_ipv6(self.take(), v6),
         }
@@ -895,6 +886,23 @@ fn format_empty(room: &mut [u8]) -> Result<usize, usize> {
     let mut c = Cursor::new(room);
     c.put(b"{}\n");
     c.end(size)
+}
+
+/// An IPv4 address in dotted decimal without `fmt`, on the stack: the first `len` bytes of the array. Each octet is
+/// copied from a table as four bytes, of which its digits and the dot are kept.
+#[inline(always)]
+pub(crate) fn ipv4_text(ip: std::net::Ipv4Addr) -> ([u8; 16], usize) {
+    let mut text = [0u8; 16];
+    let mut len = 0;
+    for octet in ip.octets() {
+        let (digits, n) = OCTETS[usize::from(octet)];
+        if let Some(to) = text.get_mut(len..len + 4) {
+            to.copy_from_slice(&digits);
+        }
+        len += n;
+    }
+    // Without the last octet's dot.
+    (text, len - 1)
 }
 
 /// Every octet's decimal digits followed by a dot (padded to four bytes), and how many of those bytes count.

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use turnpike_core::{Body, BodyError, Cx, GatewayError};
-use turnpike_telemetry::trace::otlp::{self, KeyValue};
+use turnpike_telemetry::trace::otlp::{self, Attributes};
 use turnpike_upstream::{
     Endpoint, HashOn, HostHeader, Outcome, Protocol, SendError, Tried, Unsent, Upstream, connect::ConnectError,
     stable_hash,
@@ -197,20 +197,20 @@ pub(crate) async fn forward(
                 Ok(Err(_)) => (None, Some("upstream error")),
                 Err(_) => (None, Some("timeout")),
             };
-            let mut attributes = vec![
-                KeyValue::string("http.request.method", method.as_str()),
-                KeyValue::string("server.address", endpoint.addr.ip().to_string()),
-                KeyValue::int("server.port", i64::from(endpoint.addr.port())),
-                KeyValue::string("turnpike.upstream", &*upstream.id),
-            ];
+            let mut attributes = Attributes::new();
+            attributes
+                .string("http.request.method", method.as_str())
+                .ip("server.address", endpoint.addr.ip())
+                .int("server.port", i64::from(endpoint.addr.port()))
+                .string("turnpike.upstream", &upstream.id);
             if let Some(status) = status {
-                attributes.push(KeyValue::int("http.response.status_code", i64::from(status)));
+                attributes.int("http.response.status_code", i64::from(status));
             }
             if attempt > 1 {
-                attributes.push(KeyValue::int("http.request.resend_count", i64::from(attempt - 1)));
+                attributes.int("http.request.resend_count", i64::from(attempt - 1));
             }
             let telemetry = &conn.gateway.telemetry;
-            crate::spans::end(telemetry, cx, span, None, method.as_str(), otlp::kind::CLIENT, attributes, error);
+            crate::spans::end(telemetry, cx, span, None, method.as_str(), otlp::kind::CLIENT, &attributes, error);
         }
         let can_replay = template.is_some();
 

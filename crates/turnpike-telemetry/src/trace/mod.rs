@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use turnpike_core::trace::TraceId;
 
-use self::otlp::{ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans, ScopeSpans};
+use self::otlp::{EncodedSpan, Envelope};
 
 /// How spans travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct Tracer {
 /// Finished spans waiting for the exporter.
 #[derive(Debug)]
 struct Queue {
-    spans: Mutex<Vec<otlp::Span>>,
+    spans: Mutex<Vec<EncodedSpan>>,
     /// Spans held at most.
     capacity: usize,
     /// A batch is full: the exporter should not wait for its interval.
@@ -99,7 +99,7 @@ impl Tracer {
     }
 
     /// Hands a finished span to the exporter; drops it (counted) when the queue is full.
-    pub fn record(&self, span: otlp::Span) {
+    pub fn record(&self, span: EncodedSpan) {
         let held = {
             let mut spans = self.queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
             if spans.len() >= self.queue.capacity {
@@ -147,9 +147,7 @@ pub fn sample_by_ratio(trace_id: TraceId, ratio: f64) -> bool {
 /// Every `interval`, or as soon as a batch is full, exports what the queue holds, a batch at a time; ends (after a
 /// last export) when every [`Tracer`] is gone or [`Tracer::close`] was called and the queue is empty.
 async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stats: Arc<TraceStats>) {
-    let resource =
-        Resource { attributes: config.resource.iter().map(|(k, v)| KeyValue::string(k, v.clone())).collect() };
-    let scope = InstrumentationScope { name: "turnpike".into(), version: env!("CARGO_PKG_VERSION").into() };
+    let envelope = Envelope::new(&config.resource, "turnpike", env!("CARGO_PKG_VERSION"));
     let mut client = Client::default();
     let mut backlog = false;
     loop {
@@ -160,7 +158,7 @@ async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stat
             }
             let mut held = queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
             let take = held.len().min(queue.batch);
-            let spans: Vec<otlp::Span> =
+            let spans: Vec<EncodedSpan> =
                 if take == held.len() { std::mem::take(&mut *held) } else { held.drain(..take).collect() };
             let closing = queue.closing.load(Ordering::Acquire);
             // A full batch still waiting goes out next, without waiting for the interval; when closing, any batch.
@@ -168,7 +166,7 @@ async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stat
             (spans, (closing || Arc::strong_count(&queue) == 1) && held.is_empty())
         };
         if !spans.is_empty() {
-            export_batch(&mut client, &config, &stats, &resource, &scope, spans).await;
+            export_batch(&mut client, &config, &stats, &envelope, spans).await;
         }
         if last {
             return;
@@ -180,18 +178,12 @@ async fn export_batch(
     client: &mut Client,
     config: &ExporterConfig,
     stats: &TraceStats,
-    resource: &Resource,
-    scope: &InstrumentationScope,
-    spans: Vec<otlp::Span>,
+    envelope: &Envelope,
+    spans: Vec<EncodedSpan>,
 ) {
     let count = spans.len() as u64;
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans }],
-        }],
-    };
-    let body = otlp::encode(&request);
+    // Room for a gRPC message's frame header, written in place by the client.
+    let body = envelope.encode(&spans, GRPC_FRAME);
     match tokio::time::timeout(config.timeout, client.export(config, body)).await {
         Ok(Ok(())) => {
             stats.exported.fetch_add(count, Ordering::Relaxed);
@@ -209,6 +201,9 @@ async fn export_batch(
     }
 }
 
+/// Bytes of a gRPC message's frame header: a compression flag (0) and the message's length (4 bytes, big-endian).
+const GRPC_FRAME: usize = 5;
+
 /// One connection to the collector, opened on first use and again after a failure.
 #[derive(Default)]
 struct Client {
@@ -222,21 +217,26 @@ impl Client {
         self.h1 = None;
     }
 
-    async fn export(&mut self, config: &ExporterConfig, message: Vec<u8>) -> Result<(), String> {
+    /// Sends `message`: an encoded request behind [`GRPC_FRAME`] bytes kept for the frame header.
+    async fn export(&mut self, config: &ExporterConfig, mut message: Vec<u8>) -> Result<(), String> {
         let authority = config.endpoint.authority().ok_or("the endpoint has no host")?.clone();
         let (path, content_type, body) = match config.protocol {
             Protocol::Grpc => {
                 // A gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf bytes.
-                let mut framed = BytesMut::with_capacity(message.len() + 5);
-                framed.put_u8(0);
-                framed.put_u32(u32::try_from(message.len()).map_err(|_| "batch too large")?);
-                framed.put_slice(&message);
-                ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", "application/grpc", framed.freeze())
+                let len = u32::try_from(message.len().saturating_sub(GRPC_FRAME)).map_err(|_| "batch too large")?;
+                if let Some(header) = message.get_mut(1..GRPC_FRAME) {
+                    header.copy_from_slice(&len.to_be_bytes());
+                }
+                (
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    "application/grpc",
+                    Bytes::from(message),
+                )
             }
             Protocol::Http => {
                 let path = config.endpoint.path_and_query().map_or("/v1/traces", |p| p.as_str());
                 let path = if path == "/" { "/v1/traces" } else { path };
-                (path, "application/x-protobuf", Bytes::from(message))
+                (path, "application/x-protobuf", Bytes::from(message).slice(GRPC_FRAME..))
             }
         };
         let uri = Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build();
