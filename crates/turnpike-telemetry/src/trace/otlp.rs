@@ -2,9 +2,9 @@
 //! and the `trace/v1`, `common/v1` and `resource/v1` messages in it, OTLP 1.x), written straight into bytes: a span
 //! is encoded once, when it ends, from borrowed values (no message structs, no strings of its own), and a batch is
 //! those bytes behind a resource and a scope encoded once for the exporter's life. (Encoding message structs, each
-//! nested level computes the lengths of everything below it again; at 100 % sampling that cost more than the proxying
-//! itself.) The tests decode what is written here with prost message types, and the gateway's tests with the
-//! official generated ones.
+//! nested level computed the lengths of everything below it again and each attribute allocated its key and value:
+//! at 100 % sampling that added 60 % to a proxied request's instructions, 20 % now.) The tests decode what is written
+//! here with prost message types, and the gateway's tests with the official generated ones.
 
 use std::net::IpAddr;
 
