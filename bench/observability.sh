@@ -6,6 +6,8 @@
 #   MODE=callgrind bench/observability.sh      instructions per request of each setup, counted by valgrind
 #   SETUPS="off tracing" SAMPLE_RATIO=1 MODE=callgrind bench/observability.sh
 #                                              some setups only; tracing sampling every trace instead of 1 %
+#   CALLGRIND_OPTS=--cache-sim=yes MODE=callgrind bench/observability.sh
+#                                              with valgrind's simulated caches (misses per request)
 #
 # Five Turnpike processes (one worker each, all pinned to core 0; only the one under load works), the same route to
 # the same backend, with:
@@ -61,7 +63,7 @@ for s in "${SETUPS[@]}"; do
     config "$s" >"$TMP/$s.yaml"
     cp "$TMP/$s.yaml" "$OUT/$s.yaml"
     if [[ ${MODE:-wrk} == callgrind ]]; then
-        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" \
+        valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$OUT/callgrind.%p" \
             "$HERE/../target/release/turnpike" run -c "$TMP/$s.yaml" --no-control-socket >"$OUT/turnpike-$s.out" 2>&1 &
     else
         taskset -c "$PROXY_CPU" "$HERE/../target/release/turnpike" run -c "$TMP/$s.yaml" --no-control-socket \
