@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -358,7 +358,8 @@ impl Default for LogSettings {
 /// [`FLUSH_INTERVAL`]: no allocation, no channel and no thread wake-up per line. A buffer that passes [`WAKE_AT`]
 /// wakes the writer early (once per round): under load lines go out in small writes, the buffers stay small enough
 /// to stay in cache, and a burst does not fill them before the interval is up. A buffer that reached its share of
-/// the configured size (the writer is behind: a full disk, a blocked pipe) drops new lines and counts them.
+/// the configured size (the writer is behind: a full disk, a blocked pipe) drops new lines and counts them; the size
+/// is shared among the buffers in use (threads that logged), so a process of one worker can hold all of it.
 #[derive(Clone)]
 pub struct AccessLog {
     shared: Option<Arc<Shared>>,
@@ -368,19 +369,25 @@ pub struct AccessLog {
 }
 
 /// A shard's lines, `bytes[..used]`; the rest of `bytes` is room for more, zeroed once when it was added and
-/// reused in every round after.
+/// reused in every round after. The writer swaps `bytes` and `used` for its spare ones; `claimed` stays.
 #[derive(Default)]
 struct Buffer {
     bytes: Vec<u8>,
     used: usize,
+    /// A thread has logged into this buffer: it counts in [`Shared::in_use`].
+    claimed: bool,
 }
 
 struct Shared {
     shards: Vec<Mutex<Buffer>>,
-    /// Bytes one shard may hold.
-    limit: usize,
+    /// Bytes all shards together may hold.
+    buffer: usize,
+    /// Shards claimed (threads have logged into them).
+    in_use: AtomicUsize,
+    /// Bytes one shard may hold: its share of `buffer` among the shards in use.
+    limit: AtomicUsize,
     /// Bytes in a shard that wake the writer before its interval is up.
-    wake_at: usize,
+    wake_at: AtomicUsize,
     /// The writer was woken early in this round (so one line, not each, wakes it).
     woken: AtomicBool,
     /// The writer thread (woken early by `flush`).
@@ -454,11 +461,12 @@ impl AccessLog {
         buffer: usize,
         interval: Duration,
     ) -> Self {
-        let limit = (buffer / SHARDS).max(4096);
         let shared = Arc::new(Shared {
             shards: (0..SHARDS).map(|_| Mutex::new(Buffer::default())).collect(),
-            limit,
-            wake_at: WAKE_AT.min(limit / 4),
+            buffer,
+            in_use: AtomicUsize::new(0),
+            limit: AtomicUsize::new(0),
+            wake_at: AtomicUsize::new(0),
             woken: AtomicBool::new(false),
             writer: std::sync::OnceLock::new(),
             rounds: Mutex::new(0),
@@ -527,10 +535,15 @@ impl AccessLog {
         let unix_nanos = crate::time::unix_nanos(record.end);
         let shard = SHARD.with(|s| *s);
         let mut buffer = shared.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
-        let Buffer { bytes, used } = &mut *buffer;
-        let written = if *used < shared.limit {
+        if !buffer.claimed {
+            buffer.claimed = true;
+            shared.claim();
+        }
+        let (limit, wake_at) = (shared.limit.load(Ordering::Relaxed), shared.wake_at.load(Ordering::Relaxed));
+        let Buffer { bytes, used, .. } = &mut *buffer;
+        let written = if *used < limit {
             // Room is added (and zeroed) by doubling, once: it is reused in every round after.
-            let step = (bytes.len() * 2).max(shared.wake_at * 2);
+            let step = (bytes.len() * 2).max(wake_at * 2);
             append_line(bytes, *used, step, |room| format_line(room, record, unix_nanos, query, settings))
         } else {
             None
@@ -541,7 +554,7 @@ impl AccessLog {
             return;
         };
         *used += written;
-        let wake = *used >= shared.wake_at && !shared.woken.load(Ordering::Relaxed);
+        let wake = *used >= wake_at && !shared.woken.load(Ordering::Relaxed);
         drop(buffer);
         if wake
             && !shared.woken.swap(true, Ordering::AcqRel)
@@ -549,6 +562,17 @@ impl AccessLog {
         {
             writer.unpark();
         }
+    }
+}
+
+impl Shared {
+    /// One more shard in use: the buffer is shared among one more (rare: once per thread that logs).
+    #[cold]
+    fn claim(&self) {
+        let in_use = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = (self.buffer / in_use).max(4096);
+        self.limit.store(limit, Ordering::Relaxed);
+        self.wake_at.store(WAKE_AT.min(limit / 4), Ordering::Relaxed);
     }
 }
 
@@ -568,7 +592,8 @@ fn write_loop(shared: std::sync::Weak<Shared>, mut out: Box<dyn Write + Send>, i
                 if buffer.used == 0 {
                     continue;
                 }
-                std::mem::swap(&mut *buffer, &mut spare);
+                std::mem::swap(&mut buffer.bytes, &mut spare.bytes);
+                std::mem::swap(&mut buffer.used, &mut spare.used);
             }
             // Nowhere to write (stdout closed, disk full): the lines are lost, the buffers keep cycling.
             let _ = out.write_all(spare.bytes.get(..spare.used).unwrap_or_default());
@@ -1365,6 +1390,53 @@ mod tests {
         assert!(log.dropped() >= (100 - kept) as u64, "dropped {}", log.dropped());
     }
 
+    #[test]
+    fn the_buffer_is_shared_among_the_threads_that_log() {
+        /// A writer stuck in its first write for good (a blocked pipe), saying when it got there.
+        struct Stuck(Arc<AtomicBool>);
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                self.0.store(true, Ordering::Release);
+                loop {
+                    std::thread::park();
+                }
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let settings = LogSettings::default();
+        let mut line = Vec::new();
+        format_record(&mut line, &record(), SystemTime::UNIX_EPOCH, &settings);
+        let stuck = Arc::new(AtomicBool::new(false));
+        let flag = stuck.clone();
+        let log = AccessLog::to_writer(move || Box::new(Stuck(flag)), 64 * 1024);
+        // One thread logging holds the whole 64 KiB (not a sixteenth), besides what the stuck writer took.
+        let lines = 60 * 1024 / line.len();
+        for _ in 0..lines {
+            log.log(&record(), &settings);
+        }
+        assert_eq!(log.dropped(), 0);
+        for _ in 0..400 {
+            if stuck.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(stuck.load(Ordering::Acquire), "the writer took the first buffer");
+        // A second thread: each now holds half; the second one's lines past its 32 KiB are dropped.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..lines {
+                    log.log(&record(), &settings);
+                }
+            });
+        });
+        let beyond = lines - 32 * 1024 / line.len();
+        let dropped = log.dropped() as usize;
+        assert!((beyond - 1..=beyond + 1).contains(&dropped), "dropped {dropped}, about {beyond} expected");
+    }
+
     fn line(r: &AccessRecord<'_>, settings: &LogSettings) -> serde_json::Value {
         let mut out = Vec::new();
         format_record(&mut out, r, SystemTime::UNIX_EPOCH, settings);
@@ -1551,8 +1623,9 @@ mod tests {
     fn a_buffer_past_its_wake_up_size_is_written_before_the_interval() {
         let sink = Sink::default();
         let written = sink.0.clone();
-        // Each buffer holds 16 KiB and wakes the writer at 4 KiB; left alone the writer would sleep for an hour.
-        let log = AccessLog::with_interval(move || Box::new(sink), SHARDS * 16 * 1024, Duration::from_secs(3600));
+        // One thread logs: its buffer holds all 16 KiB and wakes the writer at 4 KiB; left alone the writer would
+        // sleep for an hour.
+        let log = AccessLog::with_interval(move || Box::new(sink), 16 * 1024, Duration::from_secs(3600));
         let settings = LogSettings::default();
         let mut line = Vec::new();
         format_record(&mut line, &record(), SystemTime::UNIX_EPOCH, &settings);
