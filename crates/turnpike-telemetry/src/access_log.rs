@@ -895,7 +895,8 @@ fn line_bound(r: &AccessRecord<'_>, query: Option<&str>, settings: &LogSettings)
         .iter()
         .zip(r.headers)
         .map(|((name, _), value)| {
-            names::REQUEST_HEADERS.len() + name.as_str().len() + 6 * value.as_ref().map_or(0, |v| v.len()) + 8
+            let value = value.as_ref().map_or(0, |v| v.len()).max(REDACTED.len());
+            names::REQUEST_HEADERS.len() + name.as_str().len() + 6 * value + 8
         })
         .sum();
     // Time, addresses, numbers, ids, `[REDACTED]` in place of any value, braces: less than this.
@@ -1690,6 +1691,37 @@ mod tests {
         assert_eq!(lines[1][names::URL_PATH], longer.as_str());
         assert_eq!(lines[2][names::URL_PATH], "/api/users");
         assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn the_room_made_for_a_line_that_did_not_fit_always_fits_it() {
+        // The longest lines: every field on, IPv6 addresses, the largest numbers, every string escaped at six bytes
+        // a byte, and many logged headers, empty and redacted or long and escaped.
+        let names: Vec<String> = (0..40).map(|i| format!("x-header-{i}")).collect();
+        let values: Vec<Option<http::HeaderValue>> = (0..40)
+            .map(|i| Some(http::HeaderValue::from_bytes(&if i % 2 == 0 { vec![] } else { vec![b'"'; 300] }).unwrap()))
+            .collect();
+        let control = "\u{1}".repeat(200);
+        let control = control.as_str();
+        let mut r: AccessRecord<'_> = record();
+        (r.client, r.endpoint) = ("2001:db8::1".parse().unwrap(), Some("[2001:db8::2]:65535".parse().unwrap()));
+        (r.bytes_in, r.bytes_out, r.attempts) = (u64::MAX, u64::MAX, u32::MAX);
+        (r.duration, r.upstream_duration) = (Duration::MAX, Some(Duration::MAX));
+        (r.path, r.listener, r.route, r.upstream) = (control, control, Some(control), Some(control));
+        (r.consumer, r.rate_limit_by, r.query) = (Some(control), Some(control), Some(control));
+        (r.retry_stopped, r.rate_limit, r.error, r.aborted) = (Some("budget"), Some("over"), Some("timeout"), true);
+        r.headers = &values;
+        let secret: Vec<String> = names.iter().step_by(2).cloned().collect();
+        let all: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
+        for (fields, redact) in [(&all, &[][..]), (&all, &all[..])] {
+            let settings = LogSettings::new(Some(fields), redact, &names, &secret, &[], 1.0, 1.0).unwrap();
+            let query = logged_query(&r, &settings);
+            let bound = line_bound(&r, query.as_deref(), &settings);
+            let mut room = vec![0; bound];
+            let n = format_line(&mut room, &r, 0, query.as_deref(), &settings).expect("fits in its bound");
+            assert!(n > ROOM, "longer than the room a buffer keeps: {n}");
+            serde_json::from_slice::<serde_json::Value>(&room[..n]).unwrap();
+        }
     }
 
     #[test]
