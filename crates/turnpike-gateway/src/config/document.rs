@@ -386,9 +386,9 @@ pub struct AccessLogConfig {
     pub redact_query_params: Vec<String>,
     /// Which requests are logged.
     pub sample: AccessLogSampleConfig,
-    /// Memory for lines not written yet (the writer writes every 50 ms); when the disk or stdout falls behind
-    /// and it is full, lines are dropped and counted (`turnpike_access_log_dropped_total`), never waited for.
-    /// Changing it needs a restart.
+    /// Memory for lines not written yet (the writer writes every 50 ms), shared among the workers that log; when
+    /// the disk or stdout falls behind and a worker's share is full, lines are dropped and counted
+    /// (`turnpike_access_log_dropped_total`), never waited for. Changing it needs a restart.
     pub buffer: ByteSize,
 }
 
