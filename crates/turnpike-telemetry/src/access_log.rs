@@ -664,7 +664,8 @@ impl Reserve {
         if self.off || self.end + len as u64 <= self.until {
             return;
         }
-        // Where the file really ends: a rotation may have truncated it, another process appended.
+        // Where the file really ends (a rotation may have truncated it, another process appended): reserved from
+        // there.
         let Ok(meta) = file.metadata() else {
             self.off = true;
             return;
@@ -674,9 +675,6 @@ impl Reserve {
             return;
         }
         self.end = meta.len();
-        if self.end + len as u64 <= self.until && self.end >= self.until.saturating_sub(RESERVE_AHEAD) {
-            return;
-        }
         let ahead = RESERVE_AHEAD.max(len as u64);
         #[cfg(target_os = "linux")]
         {
