@@ -20,6 +20,35 @@ cleanup_run() {
     rm -rf "$TMP"
 }
 
+# wait_for <url>: until something answers at <url> (30 s at most; needs a `log` function).
+wait_for() {
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    log "nothing answers at $1"
+    return 1
+}
+
+# observability_config <setup> <port> <access-log path> <sample ratio>: the configuration of one setup of
+# observability.sh and side_by_side.sh (off, metrics, log, tracing, all), one worker, on 127.0.0.1:<port> (the
+# admin listener, when on, on <port> + 1000), proxying to the rig's backend on 127.0.0.1:9000.
+observability_config() {
+    local admin="" tracing="" access="access_log: { enabled: false }"
+    case $1 in metrics | all) admin=", admin: { address: \"127.0.0.1:$(($2 + 1000))\" }" ;; esac
+    case $1 in log | all) access="access_log: { path: \"$3\" }" ;; esac
+    case $1 in tracing | all)
+        tracing=", tracing: { endpoint: \"http://127.0.0.1:9000/v1/traces\", protocol: http, sample_ratio: $4 }" ;;
+    esac
+    cat <<YAML
+server: { workers: 1, watch: false, $access$admin$tracing }
+listeners: [{ name: bench, address: "127.0.0.1:$2" }]
+upstreams: { backend: { endpoints: ["127.0.0.1:9000"] } }
+routes:
+  - { id: plain, match: { prefix: / }, upstream: backend }
+YAML
+}
+
 # callgrind_per_route <pid> <out-dir> <route>...: for each route, a 2 s warm-up, counters zeroed, $DURATION s of
 # load through the caller's `run_wrk <route> <seconds> <out-file>`, a dump; prints and writes to
 # <out-dir>/summary.txt the instructions per request of each route (valgrind's total / requests wrk completed).

@@ -43,24 +43,8 @@ prepare_run
 "$BACKEND_BIN" --listen 127.0.0.1:9000 --threads 1 >"$OUT/backend.out" 2>&1 &
 PIDS+=($!)
 
-config() { # <setup>
-    local admin="" tracing="" access="access_log: { enabled: false }"
-    case $1 in metrics | all) admin=", admin: { address: \"127.0.0.1:$((${PORTS[$1]} + 1000))\" }" ;; esac
-    case $1 in log | all) access="access_log: { path: \"$TMP/access-$1.log\" }" ;; esac
-    case $1 in tracing | all)
-        tracing=", tracing: { endpoint: \"http://127.0.0.1:9000/v1/traces\", protocol: http, sample_ratio: $SAMPLE_RATIO }" ;;
-    esac
-    cat <<YAML
-server: { workers: 1, watch: false, $access$admin$tracing }
-listeners: [{ name: bench, address: "127.0.0.1:${PORTS[$1]}" }]
-upstreams: { backend: { endpoints: ["127.0.0.1:9000"] } }
-routes:
-  - { id: plain, match: { prefix: / }, upstream: backend }
-YAML
-}
-
 for s in "${SETUPS[@]}"; do
-    config "$s" >"$TMP/$s.yaml"
+    observability_config "$s" "${PORTS[$s]}" "$TMP/access-$s.log" "$SAMPLE_RATIO" >"$TMP/$s.yaml"
     cp "$TMP/$s.yaml" "$OUT/$s.yaml"
     if [[ ${MODE:-wrk} == callgrind ]]; then
         valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$OUT/callgrind.%p" \
@@ -72,12 +56,7 @@ for s in "${SETUPS[@]}"; do
     TPIDS[$s]=$!
     PIDS+=($!)
 done
-for s in "${SETUPS[@]}"; do
-    for _ in $(seq 1 300); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${PORTS[$s]}/" && break
-        sleep 0.1
-    done
-done
+for s in "${SETUPS[@]}"; do wait_for "http://127.0.0.1:${PORTS[$s]}/" || exit 1; done
 # Each setup does what it says: metrics served, log lines written.
 for s in "${SETUPS[@]}"; do
     case $s in metrics | all) port=$((${PORTS[$s]} + 1000)) ;; *) continue ;; esac

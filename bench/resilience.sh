@@ -40,15 +40,6 @@ command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 2
 prepare_run
 (cd "$HERE/.." && cargo build --release -p turnpike-test --example fault_backend)
 
-wait_for() { # <url>
-    for _ in $(seq 1 300); do
-        curl -s -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    log "nothing answers at $1"
-    return 1
-}
-
 start_turnpike() { # <config> [valgrind]
     if [[ ${2:-} == valgrind ]]; then
         valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" \

@@ -46,38 +46,15 @@ prepare_run
 taskset -c 1 "$BACKEND_BIN" --listen 127.0.0.1:9000 --threads 1 >"$OUT/backend.out" 2>&1 &
 PIDS+=($!)
 
-config() { # <setup> <side: a|b> <port>
-    local admin="" tracing="" access="access_log: { enabled: false }"
-    case $1 in metrics | all) admin=", admin: { address: \"127.0.0.1:$(($3 + 1000))\" }" ;; esac
-    case $1 in log | all) access="access_log: { path: \"$TMP/access-$2.log\" }" ;; esac
-    case $1 in tracing | all)
-        tracing=", tracing: { endpoint: \"http://127.0.0.1:9000/v1/traces\", protocol: http, sample_ratio: ${RATIO[$2]} }" ;;
-    esac
-    cat <<YAML
-server: { workers: 1, watch: false, $access$admin$tracing }
-listeners: [{ name: bench, address: "127.0.0.1:$3" }]
-upstreams: { backend: { endpoints: ["127.0.0.1:9000"] } }
-routes:
-  - { id: plain, match: { prefix: / }, upstream: backend }
-YAML
-}
-
 declare -A PORT=([a]=8081 [b]=8082) PID=()
 declare -A SETUP=([a]=$A [b]=$B) BIN=([a]=$A_BIN [b]=$B_BIN)
 for side in a b; do
-    config "${SETUP[$side]}" "$side" "${PORT[$side]}" >"$OUT/$side.yaml"
+    observability_config "${SETUP[$side]}" "${PORT[$side]}" "$TMP/access-$side.log" "${RATIO[$side]}" >"$OUT/$side.yaml"
     taskset -c 0 "${BIN[$side]}" run -c "$OUT/$side.yaml" --no-control-socket >"$OUT/turnpike-$side.out" 2>&1 &
     PID[$side]=$!
     PIDS+=($!)
 done
-for side in a b; do
-    for _ in $(seq 1 300); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${PORT[$side]}/" && continue 2
-        sleep 0.1
-    done
-    log "turnpike ($side) did not answer on 127.0.0.1:${PORT[$side]}"
-    exit 1
-done
+for side in a b; do wait_for "http://127.0.0.1:${PORT[$side]}/" || exit 1; done
 
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ ns += $1 } END { printf "%d", ns }'; }
 load() { # <seconds> <b first: 0|1>: both wrk at once, writing $OUT/wrk-<side>.txt
