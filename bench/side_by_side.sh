@@ -4,7 +4,6 @@
 #   bench/side_by_side.sh off all              `all` against `off`: the CPU each spends per request, paired per round
 #   ROUNDS=12 DURATION=4 bench/side_by_side.sh log log      the same setup twice: what the method's own bias is
 #   A_BIN=/tmp/turnpike-old bench/side_by_side.sh log log   one setup, two builds (B: this tree's release build)
-#
 #   B_SAMPLE_RATIO=0 bench/side_by_side.sh tracing tracing  what the sampled 1 % cost (A samples 1 %, B none)
 #
 # Setups as in observability.sh: off, metrics, log, tracing (1 % sampled: SAMPLE_RATIO, or A_SAMPLE_RATIO and
@@ -17,7 +16,7 @@
 # counted) varies by a few tenths of a percent from round to round. What it measures is CPU per request of a
 # process that shares its core's caches with another, not requests per second of one alone: a change that trades
 # cache footprint for instructions can rank differently here than alone. A run of a setup against itself shows the
-# method's bias (B measured ~0.3-0.4 % above A on the twelfth machine); wrk start order alternates between rounds.
+# method's bias (B measured 0.3-0.4 % above A on the thirteenth machine); wrk start order alternates between rounds.
 # Loopback only; every wrk run is bounded (-d plus `timeout`); everything started is stopped on exit.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
