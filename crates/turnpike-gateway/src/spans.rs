@@ -77,7 +77,7 @@ pub(crate) fn end(
         return;
     }
     let parent = parent.map_or(trace.context.span_id, |p| p.id);
-    tracer.record(span(trace, cx, child.id, Some(parent), name, kind, child.start, error).encode(attributes));
+    tracer.record(&span(trace, cx, child.id, Some(parent), name, kind, child.start, error), attributes);
 }
 
 /// Ends the server span (in `finish`, after the last byte).
@@ -118,7 +118,7 @@ pub(crate) fn end_server(telemetry: &Telemetry, cx: &Cx, status: u16, protocol: 
     // A server span is an error for 5xx only: a 4xx is the client's problem (OpenTelemetry HTTP conventions).
     let error = (status >= 500).then(|| cx.error.unwrap_or("server error"));
     let span = span(trace, cx, trace.context.span_id, trace.parent, &name, otlp::kind::SERVER, cx.start, error);
-    tracer.record(span.encode(&attributes));
+    tracer.record(&span, &attributes);
 }
 
 /// A span of `cx`'s trace, ending now.

@@ -1,11 +1,13 @@
-//! Traces: spans finished on the request path are pushed onto a bounded queue (never waited on: a full queue drops
-//! and counts) and exported in batches over OTLP — gRPC or HTTP/protobuf — by a task of their own. The exporter is
+//! Traces: spans finished on the request path are encoded straight into the batch their export request will be sent
+//! from (a bounded queue of batches, never waited on: a full queue drops and counts), and exported over OTLP — gRPC
+//! or HTTP/protobuf — by a task of their own. The exporter is
 //! woken only when a batch is full, or by its own interval: never once per span, which would cost every sampled
 //! request a cross-thread wake-up. A collector that is down, slow or refusing costs requests nothing: failed
 //! batches are dropped and counted.
 
 pub mod otlp;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -20,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use turnpike_core::trace::TraceId;
 
-use self::otlp::{EncodedSpan, Envelope};
+use self::otlp::{Attributes, Batch, Envelope, SpanData};
 
 /// How spans travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,45 +75,70 @@ pub struct Tracer {
 /// Finished spans waiting for the exporter.
 #[derive(Debug)]
 struct Queue {
-    spans: Mutex<Vec<EncodedSpan>>,
+    held: Mutex<Held>,
     /// Spans held at most.
     capacity: usize,
-    /// A batch is full: the exporter should not wait for its interval.
+    /// Spans in a full batch: the exporter does not wait for its interval to send one.
     batch: usize,
+    /// Bytes each batch keeps for its request's header.
+    room: usize,
     full: Notify,
     /// The process is stopping: send everything held, then end.
     closing: AtomicBool,
 }
 
+/// The batches waiting, oldest first; spans are added to the last one until it is full.
+#[derive(Debug, Default)]
+struct Held {
+    batches: VecDeque<Batch>,
+    /// Spans in all of them.
+    spans: usize,
+    /// Bytes of spans in the batch sent last: a new batch starts with room for as many.
+    last_bytes: usize,
+}
+
+/// Bytes of spans a new batch has room for at least (a few spans; it grows as needed).
+const MIN_BATCH_BYTES: usize = 4096;
+
 impl Tracer {
     /// Starts the exporter task on the current runtime.
     pub fn start(config: ExporterConfig) -> (Self, JoinHandle<()>) {
+        let envelope = Envelope::new(&config.resource, "turnpike", env!("CARGO_PKG_VERSION"));
         let queue = Arc::new(Queue {
-            spans: Mutex::new(Vec::new()),
+            held: Mutex::new(Held::default()),
             capacity: config.queue.max(1),
             batch: config.max_batch.max(1),
+            room: envelope.room(GRPC_FRAME),
             full: Notify::new(),
             closing: AtomicBool::new(false),
         });
         let stats = Arc::new(TraceStats::default());
-        let task = tokio::spawn(export_loop(Arc::downgrade(&queue), config, stats.clone()));
+        let task = tokio::spawn(export_loop(Arc::downgrade(&queue), config, envelope, stats.clone()));
         (Self { queue, stats }, task)
     }
 
-    /// Hands a finished span to the exporter; drops it (counted) when the queue is full.
-    pub fn record(&self, span: EncodedSpan) {
-        let held = {
-            let mut spans = self.queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
-            if spans.len() >= self.queue.capacity {
-                drop(spans);
+    /// Hands a finished span with its attributes to the exporter, encoded into the batch being filled; drops it
+    /// (counted) when the queue is full.
+    pub fn record(&self, span: &SpanData<'_>, attributes: &Attributes) {
+        let queue = &*self.queue;
+        let full = {
+            let mut guard = queue.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let held = &mut *guard;
+            if held.spans >= queue.capacity {
+                drop(guard);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            spans.push(span);
-            spans.len()
+            if held.batches.back().is_none_or(|b| b.spans() >= queue.batch) {
+                held.batches.push_back(Batch::new(queue.room, held.last_bytes.max(MIN_BATCH_BYTES)));
+            }
+            let Some(batch) = held.batches.back_mut() else { return };
+            batch.push(span, attributes);
+            held.spans += 1;
+            batch.spans() == queue.batch
         };
-        if held == self.queue.batch {
-            self.queue.full.notify_one();
+        if full {
+            queue.full.notify_one();
         }
     }
 
@@ -144,29 +171,37 @@ pub fn sample_by_ratio(trace_id: TraceId, ratio: f64) -> bool {
     (value as f64) < ratio * (1u64 << 56) as f64
 }
 
-/// Every `interval`, or as soon as a batch is full, exports what the queue holds, a batch at a time; ends (after a
-/// last export) when every [`Tracer`] is gone or [`Tracer::close`] was called and the queue is empty.
-async fn export_loop(queue: std::sync::Weak<Queue>, config: ExporterConfig, stats: Arc<TraceStats>) {
-    let envelope = Envelope::new(&config.resource, "turnpike", env!("CARGO_PKG_VERSION"));
+/// Every `interval`, or as soon as a batch is full, exports the oldest batch; ends (after a last export) when every
+/// [`Tracer`] is gone or [`Tracer::close`] was called and the queue is empty.
+async fn export_loop(
+    queue: std::sync::Weak<Queue>,
+    config: ExporterConfig,
+    envelope: Envelope,
+    stats: Arc<TraceStats>,
+) {
     let mut client = Client::default();
     let mut backlog = false;
     loop {
-        let (spans, last) = {
+        let (batch, last) = {
             let Some(queue) = queue.upgrade() else { return };
             if !backlog {
                 let _ = tokio::time::timeout(config.interval, queue.full.notified()).await;
             }
-            let mut held = queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
-            let take = held.len().min(queue.batch);
-            let spans: Vec<EncodedSpan> =
-                if take == held.len() { std::mem::take(&mut *held) } else { held.drain(..take).collect() };
+            let mut guard = queue.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let held = &mut *guard;
+            let batch = held.batches.pop_front();
+            if let Some(batch) = &batch {
+                held.spans -= batch.spans();
+                held.last_bytes = batch.bytes();
+            }
             let closing = queue.closing.load(Ordering::Acquire);
             // A full batch still waiting goes out next, without waiting for the interval; when closing, any batch.
-            backlog = held.len() >= queue.batch || (closing && !held.is_empty());
-            (spans, (closing || Arc::strong_count(&queue) == 1) && held.is_empty())
+            backlog =
+                held.batches.front().is_some_and(|b| b.spans() >= queue.batch) || (closing && !held.batches.is_empty());
+            (batch, (closing || Arc::strong_count(&queue) == 1) && held.batches.is_empty())
         };
-        if !spans.is_empty() {
-            export_batch(&mut client, &config, &stats, &envelope, spans).await;
+        if let Some(batch) = batch.filter(|b| b.spans() > 0) {
+            export_batch(&mut client, &config, &stats, &envelope, batch).await;
         }
         if last {
             return;
@@ -179,12 +214,13 @@ async fn export_batch(
     config: &ExporterConfig,
     stats: &TraceStats,
     envelope: &Envelope,
-    spans: Vec<EncodedSpan>,
+    batch: Batch,
 ) {
-    let count = spans.len() as u64;
-    // Room for a gRPC message's frame header, written in place by the client.
-    let body = envelope.encode(&spans, GRPC_FRAME);
-    match tokio::time::timeout(config.timeout, client.export(config, body)).await {
+    let count = batch.spans() as u64;
+    // The request's header is written in front of the spans, after room for a gRPC message's frame header, which
+    // the client writes in place.
+    let (buf, start) = envelope.finish(batch);
+    match tokio::time::timeout(config.timeout, client.export(config, buf, start)).await {
         Ok(Ok(())) => {
             stats.exported.fetch_add(count, Ordering::Relaxed);
         }
@@ -217,26 +253,30 @@ impl Client {
         self.h1 = None;
     }
 
-    /// Sends `message`: an encoded request behind [`GRPC_FRAME`] bytes kept for the frame header.
-    async fn export(&mut self, config: &ExporterConfig, mut message: Vec<u8>) -> Result<(), String> {
+    /// Sends the encoded request in `buf` from `start`, behind [`GRPC_FRAME`] bytes kept for the frame header.
+    async fn export(&mut self, config: &ExporterConfig, mut buf: Vec<u8>, start: usize) -> Result<(), String> {
         let authority = config.endpoint.authority().ok_or("the endpoint has no host")?.clone();
+        let message = start + GRPC_FRAME;
+        if buf.len() < message {
+            return Err("no room for the frame header".into());
+        }
         let (path, content_type, body) = match config.protocol {
             Protocol::Grpc => {
                 // A gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf bytes.
-                let len = u32::try_from(message.len().saturating_sub(GRPC_FRAME)).map_err(|_| "batch too large")?;
-                if let Some(header) = message.get_mut(1..GRPC_FRAME) {
+                let len = u32::try_from(buf.len() - message).map_err(|_| "batch too large")?;
+                if let Some(header) = buf.get_mut(start + 1..message) {
                     header.copy_from_slice(&len.to_be_bytes());
                 }
                 (
                     "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                     "application/grpc",
-                    Bytes::from(message),
+                    Bytes::from(buf).slice(start..),
                 )
             }
             Protocol::Http => {
                 let path = config.endpoint.path_and_query().map_or("/v1/traces", |p| p.as_str());
                 let path = if path == "/" { "/v1/traces" } else { path };
-                (path, "application/x-protobuf", Bytes::from(message).slice(GRPC_FRAME..))
+                (path, "application/x-protobuf", Bytes::from(buf).slice(message..))
             }
         };
         let uri = Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path).build();
@@ -325,6 +365,49 @@ mod tests {
         assert!(!sample_by_ratio(TraceId([1; 16]), 0.0));
         let sampled = (0..10_000).filter(|_| sample_by_ratio(TraceId::random(), 0.01)).count();
         assert!((50..200).contains(&sampled), "about 1 %: {sampled}");
+    }
+
+    #[test]
+    fn spans_fill_batches_up_to_the_queue_and_are_dropped_beyond_it() {
+        let envelope = Envelope::new(&[], "turnpike", "1");
+        let queue = Arc::new(Queue {
+            held: Mutex::default(),
+            capacity: 5,
+            batch: 2,
+            room: envelope.room(GRPC_FRAME),
+            full: Notify::new(),
+            closing: AtomicBool::new(false),
+        });
+        let tracer = Tracer { queue: queue.clone(), stats: Arc::default() };
+        let span = SpanData {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            trace_state: "",
+            name: "GET",
+            kind: otlp::kind::SERVER,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            error: None,
+        };
+        let mut attributes = Attributes::new();
+        attributes.string("url.path", "/a");
+        for _ in 0..7 {
+            tracer.record(&span, &attributes);
+        }
+        let mut held = queue.held.lock().unwrap();
+        assert_eq!(held.batches.iter().map(Batch::spans).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(held.spans, 5);
+        assert_eq!(tracer.stats().dropped.load(Ordering::Relaxed), 2, "the queue holds five");
+        // The first full batch woke the exporter (a permit is stored until it waits).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let woken =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_millis(1), queue.full.notified()).await });
+        assert!(woken.is_ok());
+        // The same span twice takes twice the bytes of once: each is encoded once, into its batch.
+        assert_eq!(held.batches[0].bytes(), 2 * held.batches[2].bytes());
+        let (buf, start) = envelope.finish(held.batches.pop_front().unwrap());
+        assert_eq!(&buf[start..start + GRPC_FRAME], &[0; GRPC_FRAME], "room for the gRPC frame header");
     }
 
     #[test]
