@@ -1024,21 +1024,23 @@ fn format_empty(room: &mut [u8]) -> Result<usize, usize> {
     c.end(size).ok_or(size + 4)
 }
 
-/// An IPv4 address in dotted decimal without `fmt`, on the stack: the first `len` bytes of the array. Each octet is
-/// copied from a table as four bytes, of which its digits and the dot are kept.
+/// An IPv4 address in dotted decimal without `fmt`: the first `len` bytes of the array. Each octet's digits and dot
+/// come from a table as four bytes (zero past them), put in place in one 128-bit register. (Copied into an array on
+/// the stack, four bytes at a time, and read back as 16, the read waited for every store before it to reach the
+/// cache, the line formatted so far included: at two addresses a line, that was half of the formatting's time on
+/// an Intel Xeon.)
 #[inline(always)]
 pub(crate) fn ipv4_text(ip: std::net::Ipv4Addr) -> ([u8; 16], usize) {
-    let mut text = [0u8; 16];
+    let mut text = 0u128;
     let mut len = 0;
     for octet in ip.octets() {
         let (digits, n) = OCTETS[usize::from(octet)];
-        if let Some(to) = text.get_mut(len..len + 4) {
-            to.copy_from_slice(&digits);
-        }
+        // At most 12 bytes in before the last octet: the shift stays below 128.
+        text |= u128::from(u32::from_le_bytes(digits)) << (8 * len);
         len += n;
     }
     // Without the last octet's dot.
-    (text, len - 1)
+    (text.to_le_bytes(), len - 1)
 }
 
 /// Every octet's decimal digits followed by a dot (padded to four bytes), and how many of those bytes count.
