@@ -5,6 +5,9 @@
 #   ROUNDS=12 DURATION=4 bench/side_by_side.sh log log      the same setup twice: what the method's own bias is
 #   A_BIN=/tmp/turnpike-old bench/side_by_side.sh log log   one setup, two builds (B: this tree's release build)
 #   B_SAMPLE_RATIO=0 bench/side_by_side.sh tracing tracing  what the sampled 1 % cost (A samples 1 %, B none)
+#   PERF=1 bench/side_by_side.sh off all       and where: perf records both, ns per request by symbol, B - A
+#   PERF=1 PERF_LINES='core::ptr::drop_in_place<turnpike_gateway::body::ResponseBody>' bench/side_by_side.sh off all
+#                                              ... and by source line inside one symbol (bench/perf_diff.py)
 #
 # Setups as in observability.sh: off, metrics, log, tracing (1 % sampled: SAMPLE_RATIO, or A_SAMPLE_RATIO and
 # B_SAMPLE_RATIO for one side), all.
@@ -69,6 +72,13 @@ load() { # <seconds> <b first: 0|1>: both wrk at once, writing $OUT/wrk-<side>.t
 
 log "A: $A (${A_BIN}), B: $B (${B_BIN}); $ROUNDS rounds of ${DURATION}s; sampling A ${RATIO[a]}, B ${RATIO[b]}"
 load 2 0
+if [[ ${PERF:-0} == 1 ]]; then
+    # cpu-clock: this VM has no hardware counters. Both processes at once, thread by thread.
+    perf record -e cpu-clock -F "${PERF_FREQ:-4999}" -p "${PID[a]},${PID[b]}" -o "$OUT/perf.data" \
+        >"$OUT/perf-record.out" 2>&1 &
+    PERF_PID=$!
+    sleep 1
+fi
 printf 'round\tA_requests\tA_cpu_ns\tB_requests\tB_cpu_ns\n' >"$OUT/rounds.tsv"
 for round in $(seq 1 "$ROUNDS"); do
     a0=$(cpu_ns "${PID[a]}") b0=$(cpu_ns "${PID[b]}")
@@ -82,6 +92,17 @@ for round in $(seq 1 "$ROUNDS"); do
     log "round $round: A $(echo "($a1 - $a0) / 1000 / $ra" | bc -l | cut -c1-6) us/req, B $(echo "($b1 - $b0) / 1000 / $rb" | bc -l | cut -c1-6) us/req"
 done
 rm -f "$OUT/wrk-a.txt" "$OUT/wrk-b.txt"
+if [[ ${PERF:-0} == 1 ]]; then
+    kill -INT "$PERF_PID" && wait "$PERF_PID" || true
+    tids() { ls /proc/"$1"/task | paste -sd,; }
+    requests() { awk -v col="$1" 'NR > 1 { n += $col } END { print n }' "$OUT/rounds.tsv"; }
+    diff_args=("$OUT/perf.data" "$(tids "${PID[a]}")" "$(tids "${PID[b]}")" "$(requests 2)" "$(requests 4)")
+    python3 "$HERE/perf_diff.py" "${diff_args[@]}" >"$OUT/perf-symbols.txt"
+    if [[ -n ${PERF_LINES:-} ]]; then
+        python3 "$HERE/perf_diff.py" "${diff_args[@]}" "$PERF_LINES" "$A_BIN" "$B_BIN" >"$OUT/perf-lines.txt"
+    fi
+    log "perf: $OUT/perf-symbols.txt${PERF_LINES:+ and perf-lines.txt}"
+fi
 python3 - "$OUT/rounds.tsv" "$A" "$B" <<'PY' | tee "$OUT/summary.txt"
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n")[1:] if l]
