@@ -1,12 +1,13 @@
 //! The OTLP trace messages the exporter sends (`opentelemetry/proto/collector/trace/v1` `ExportTraceServiceRequest`
 //! and the `trace/v1`, `common/v1` and `resource/v1` messages in it, OTLP 1.x), written straight into bytes: a span
 //! is encoded once, when it ends, from borrowed values (no message structs, no strings of its own), into the buffer
-//! its batch is sent from, and a batch is those bytes behind a resource and a scope encoded once for the exporter's
-//! life, written in room left before the spans. (Each span in a buffer of its own, queued and copied into the
-//! request, cost ~1 % of the CPU at 1 % sampling: a sampled request is rare enough to run on cold caches.) (Encoding message structs, each
-//! nested level computed the lengths of everything below it again and each attribute allocated its key and value:
-//! at 100 % sampling that added 60 % to a proxied request's instructions, 20 % now.) The tests decode what is written
-//! here with prost message types, and the gateway's tests with the official generated ones.
+//! its batch is sent from; a batch is those bytes behind a resource and a scope encoded once for the exporter's
+//! life, written into room left before the spans. (Encoding message structs, each nested level computed the lengths
+//! of everything below it again and each attribute allocated its key and value: at 100 % sampling that added 60 % to
+//! a proxied request's instructions, 20 % after. Each span in a buffer of its own, queued and then copied into the
+//! request, cost ~1 % of the CPU at 1 % sampling: a sampled request is rare enough to run on cold caches.) The
+//! tests decode what is written here with prost message types, and the gateway's tests with the official generated
+//! ones.
 
 use std::net::IpAddr;
 
