@@ -20,7 +20,7 @@ fn an_observation_on_a_bound_falls_in_that_bucket() {
     h.observe(1_000, None); // exactly 1 ms: le="0.001"
     h.observe(1_001, None); // just above: le="0.0025"
     h.observe(60_000_000, None); // 60 s: +Inf only
-    let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let counts: Vec<u64> = h.counts().iter().map(|c| c.load(Ordering::Relaxed)).collect();
     assert_eq!(counts[0], 1);
     assert_eq!(counts[1], 1);
     assert_eq!(counts[DURATION_BUCKETS.len()], 1);
@@ -29,8 +29,13 @@ fn an_observation_on_a_bound_falls_in_that_bucket() {
 
 #[test]
 fn the_bucket_search_counts_the_bounds_below_every_value() {
-    for h in [Histogram::seconds(), Histogram::bytes()] {
-        let real = &h.limits[..h.bounds.len()];
+    for b in [&SECONDS, &BYTES] {
+        let real = &b.limits[..b.bounds.len()];
+        // Each limit is its bound in integer units (rounded at compile time), and the padding is past every value.
+        for (limit, bound) in real.iter().zip(b.bounds) {
+            assert_eq!(*limit, (bound * b.scale).round() as u64, "{bound}");
+        }
+        assert!(b.limits[b.bounds.len()..].iter().all(|&l| l == u64::MAX));
         // Every bound, its neighbours, zero and the largest value.
         let mut values = vec![0, 1, u64::MAX - 1, u64::MAX];
         for &limit in real {
@@ -38,7 +43,7 @@ fn the_bucket_search_counts_the_bounds_below_every_value() {
         }
         for units in values {
             let expected = real.iter().filter(|&&limit| limit < units).count();
-            assert_eq!(h.bucket(units), expected, "{units}");
+            assert_eq!(b.bucket(units), expected, "{units}");
         }
     }
 }
