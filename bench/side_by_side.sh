@@ -5,6 +5,8 @@
 #   ROUNDS=12 DURATION=4 bench/side_by_side.sh log log      the same setup twice: what the method's own bias is
 #   A_BIN=/tmp/turnpike-old bench/side_by_side.sh log log   one setup, two builds (B: this tree's release build)
 #   B_SAMPLE_RATIO=0 bench/side_by_side.sh tracing tracing  what the sampled 1 % cost (A samples 1 %, B none)
+#   B_LOG=/dev/null bench/side_by_side.sh log log   what writing the lines costs (B's log goes to B_LOG, not a file
+#                                              in a temporary directory: /dev/null, a tmpfs path, ...)
 #   PERF=1 bench/side_by_side.sh off all       and where: perf records both, ns per request by symbol, B - A
 #   PERF=1 PERF_LINES='core::ptr::drop_in_place<turnpike_gateway::body::ResponseBody>' bench/side_by_side.sh off all
 #                                              ... and by source line inside one symbol (bench/perf_diff.py)
@@ -51,7 +53,9 @@ PIDS+=($!)
 declare -A PORT=([a]=8081 [b]=8082) PID=()
 declare -A SETUP=([a]=$A [b]=$B) BIN=([a]=$A_BIN [b]=$B_BIN)
 for side in a b; do
-    observability_config "${SETUP[$side]}" "${PORT[$side]}" "$TMP/access-$side.log" "${RATIO[$side]}" >"$OUT/$side.yaml"
+    path=$TMP/access-$side.log
+    if [ "$side" = b ] && [ -n "${B_LOG:-}" ]; then path=$B_LOG; fi
+    observability_config "${SETUP[$side]}" "${PORT[$side]}" "$path" "${RATIO[$side]}" >"$OUT/$side.yaml"
     taskset -c 0 "${BIN[$side]}" run -c "$OUT/$side.yaml" --no-control-socket >"$OUT/turnpike-$side.out" 2>&1 &
     PID[$side]=$!
     PIDS+=($!)
